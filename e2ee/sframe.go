@@ -1,0 +1,403 @@
+package e2ee
+
+import (
+	"crypto/cipher"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+)
+
+// MaxCounter is the default and highest counter cap of a Sender: the last
+// counter it will use is 2^48-1, after which Seal returns
+// ErrCounterExhausted. The cap matches the browser side (E2EE-DESIGN §3),
+// where counters are BigInts capped the same way; at 1000 frames a second
+// it lasts about 8900 years, so it only ever trips on a bug.
+const MaxCounter uint64 = 1<<48 - 1
+
+// ReplayWindow is the number of counters, ending at the highest one
+// accepted, that a Receiver remembers per KID. A counter at or below
+// highest-ReplayWindow, or one already accepted, gives ErrReplay.
+const ReplayWindow = 1024
+
+// scratch holds the nonce and the AAD of one operation. They are passed to
+// cipher.AEAD through an interface, so stack buffers would escape; a pool
+// keeps Seal and Open free of allocations.
+type scratch struct {
+	nonce [nonceLen]byte
+	aad   []byte
+}
+
+var scratchPool = sync.Pool{New: func() any { return &scratch{aad: make([]byte, 0, 256)} }}
+
+func getScratch(salt *[nonceLen]byte, ctr uint64, hdr, metadata []byte) *scratch {
+	sc := scratchPool.Get().(*scratch)
+	// nonce = sframe_salt XOR CTR, the CTR as an Nn-byte big-endian integer
+	// (RFC 9605 §4.4.3); a 64-bit CTR only touches the last 8 bytes.
+	sc.nonce = *salt
+	binary.BigEndian.PutUint64(sc.nonce[nonceLen-8:], binary.BigEndian.Uint64(salt[nonceLen-8:])^ctr)
+	// AAD = header || metadata (RFC 9605 §4.4.3).
+	sc.aad = append(append(sc.aad[:0], hdr...), metadata...)
+	return sc
+}
+
+func putScratch(sc *scratch) {
+	if cap(sc.aad) > 64<<10 {
+		sc.aad = make([]byte, 0, 256) // do not pin a huge buffer
+	}
+	scratchPool.Put(sc)
+}
+
+// Sender encrypts frames under one KID and base key. It owns the only
+// counter for that KID: RFC 9605 §4.4.1 forbids two senders sharing a base
+// key, and AES-GCM fails completely if a (key, nonce) pair repeats, so make
+// exactly one Sender per (KID, base key) and share it among all the streams
+// that use the key. A Sender is safe for concurrent use; concurrent Seals
+// always get distinct counters.
+type Sender struct {
+	suite Suite
+	kid   uint64
+	nt    int
+	aead  cipher.AEAD
+	salt  [nonceLen]byte
+	next  atomic.Uint64 // next counter to use
+	max   atomic.Uint64 // last counter that may be used
+}
+
+// NewSender derives the SFrame key and salt for kid from baseKey (RFC 9605
+// §4.4.2) and returns a Sender whose counter starts at 0. baseKey is not
+// retained.
+func NewSender(suite Suite, kid uint64, baseKey []byte) (*Sender, error) {
+	km, err := suite.deriveKeySalt(kid, baseKey)
+	if err != nil {
+		return nil, err
+	}
+	aead, err := suite.newAEAD(km.key)
+	if err != nil {
+		return nil, err
+	}
+	s := &Sender{suite: suite, kid: kid, nt: suite.Nt(), aead: aead}
+	copy(s.salt[:], km.salt)
+	s.max.Store(MaxCounter)
+	clear(km.secret)
+	clear(km.key)
+	return s, nil
+}
+
+// KID returns the sender's key id.
+func (s *Sender) KID() uint64 { return s.kid }
+
+// Suite returns the sender's cipher suite.
+func (s *Sender) Suite() Suite { return s.suite }
+
+// Counter returns the counter the next Seal will use.
+func (s *Sender) Counter() uint64 { return s.next.Load() }
+
+// SetMaxCounter sets the last counter the sender may use; Seal returns
+// ErrCounterExhausted once it is used. Values above MaxCounter mean
+// MaxCounter. Lowering the cap is meant for tests and for forcing an early
+// rekey; it never lets a counter be reused.
+func (s *Sender) SetMaxCounter(max uint64) { s.max.Store(min(max, MaxCounter)) }
+
+// reserve takes the next counter, or fails once the cap is passed. The
+// counter never moves past max+1, so it cannot wrap.
+func (s *Sender) reserve() (uint64, error) {
+	for {
+		c := s.next.Load()
+		if c > s.max.Load() {
+			return 0, fmt.Errorf("%w: kid %#x used counters up to %d", ErrCounterExhausted, s.kid, c-1)
+		}
+		if s.next.CompareAndSwap(c, c+1) {
+			return c, nil
+		}
+	}
+}
+
+// Seal encrypts plaintext under the next counter and appends the SFrame
+// ciphertext, header || ciphertext || tag, to dst. metadata is
+// authenticated, not encrypted and not sent: the AAD is header || metadata
+// (RFC 9605 §4.4.3), and the receiver must pass the same metadata to Open.
+// To avoid allocating, give dst a spare capacity of
+// len(plaintext)+Overhead; dst may alias plaintext.
+func (s *Sender) Seal(dst, metadata, plaintext []byte) ([]byte, error) {
+	ctr, err := s.reserve()
+	if err != nil {
+		return nil, err
+	}
+	return s.sealAt(dst, ctr, metadata, plaintext), nil
+}
+
+// sealAt seals under a given counter. Only Seal (and tests that rebuild
+// known frames) may call it: the counter must never have been used.
+func (s *Sender) sealAt(dst []byte, ctr uint64, metadata, plaintext []byte) []byte {
+	var hb [MaxHeaderLen]byte
+	hdr := AppendHeader(hb[:0], s.kid, ctr)
+	// Copy the AAD out first: metadata may alias dst.
+	sc := getScratch(&s.salt, ctr, hdr, metadata)
+	start := len(dst)
+	dst = slices.Grow(dst, len(hdr)+len(plaintext)+s.nt)
+	if anyOverlap(dst[start:start+len(hdr)+len(plaintext)+s.nt], plaintext) {
+		// Move the plaintext to where its ciphertext goes, so the AEAD
+		// works exactly in place (copy handles the overlap).
+		body := dst[start+len(hdr) : start+len(hdr)+len(plaintext)]
+		copy(body, plaintext)
+		plaintext = body
+	}
+	dst = append(dst, hdr...)
+	dst = s.aead.Seal(dst, sc.nonce[:], plaintext, sc.aad)
+	putScratch(sc)
+	return dst
+}
+
+// replayWindow is a sliding bitmap of the last ReplayWindow counters: bit
+// ctr%ReplayWindow records whether ctr was accepted, for ctr in
+// (top-ReplayWindow, top].
+type replayWindow struct {
+	seen bool
+	top  uint64
+	bits [ReplayWindow / 64]uint64
+}
+
+func (w *replayWindow) check(ctr uint64) bool {
+	if !w.seen || ctr > w.top {
+		return true
+	}
+	if w.top-ctr >= ReplayWindow {
+		return false
+	}
+	i := ctr % ReplayWindow
+	return w.bits[i/64]&(1<<(i%64)) == 0
+}
+
+// commit records ctr; it reports false (and changes nothing) if check fails.
+func (w *replayWindow) commit(ctr uint64) bool {
+	if !w.check(ctr) {
+		return false
+	}
+	switch {
+	case !w.seen:
+		w.seen, w.top = true, ctr
+	case ctr > w.top:
+		if d := ctr - w.top; d >= ReplayWindow {
+			clear(w.bits[:])
+		} else {
+			// Forget the counters the window slides past.
+			for c := w.top + 1; d > 0; c, d = c+1, d-1 {
+				i := c % ReplayWindow
+				w.bits[i/64] &^= 1 << (i % 64)
+			}
+		}
+		w.top = ctr
+	}
+	i := ctr % ReplayWindow
+	w.bits[i/64] |= 1 << (i % 64)
+	return true
+}
+
+// recvKey is one installed decryption key.
+type recvKey struct {
+	aead cipher.AEAD
+	salt [nonceLen]byte
+	fp   [sha256.Size]byte // SHA-256(sframe_key || sframe_salt), to spot re-delivery
+
+	mu  sync.Mutex
+	win replayWindow
+}
+
+// Receiver decrypts frames of one cipher suite under any of its installed
+// KIDs, with a replay window per KID. It is safe for concurrent use. Every
+// failed Open is counted by reason in Stats.
+type Receiver struct {
+	suite Suite
+	nt    int
+
+	mu   sync.Mutex                          // serialises AddKey and RemoveKey
+	keys atomic.Pointer[map[uint64]*recvKey] // copy on write; Open reads without locking
+
+	opened, short, badHeader, unknownKID, auth, replay atomic.Uint64
+}
+
+// NewReceiver returns a Receiver for suite with no keys.
+func NewReceiver(suite Suite) (*Receiver, error) {
+	if _, err := suite.params(); err != nil {
+		return nil, err
+	}
+	r := &Receiver{suite: suite, nt: suite.Nt()}
+	r.keys.Store(&map[uint64]*recvKey{})
+	return r, nil
+}
+
+// Suite returns the receiver's cipher suite.
+func (r *Receiver) Suite() Suite { return r.suite }
+
+// AddKey installs baseKey for kid. Replacing a KID's key with a different
+// one starts a fresh replay window for it. Installing the key a KID already
+// has (a re-delivered key message, say) keeps its window, so the repeat
+// cannot be used to replay frames. baseKey is not retained.
+func (r *Receiver) AddKey(kid uint64, baseKey []byte) error {
+	km, err := r.suite.deriveKeySalt(kid, baseKey)
+	if err != nil {
+		return err
+	}
+	defer clear(km.secret)
+	defer clear(km.key)
+	aead, err := r.suite.newAEAD(km.key)
+	if err != nil {
+		return err
+	}
+	k := &recvKey{aead: aead}
+	copy(k.salt[:], km.salt)
+	h := sha256.New()
+	h.Write(km.key)
+	h.Write(km.salt)
+	h.Sum(k.fp[:0])
+
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	old := *r.keys.Load()
+	if cur, ok := old[kid]; ok && subtle.ConstantTimeCompare(cur.fp[:], k.fp[:]) == 1 {
+		return nil
+	}
+	m := make(map[uint64]*recvKey, len(old)+1)
+	for id, v := range old {
+		m[id] = v
+	}
+	m[kid] = k
+	r.keys.Store(&m)
+	return nil
+}
+
+// RemoveKey forgets the key for kid, if any. Frames for kid then give
+// ErrUnknownKID. (The AES key schedule inside crypto/cipher cannot be
+// zeroed; it is left to the garbage collector.)
+func (r *Receiver) RemoveKey(kid uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	old := *r.keys.Load()
+	k, ok := old[kid]
+	if !ok {
+		return
+	}
+	m := make(map[uint64]*recvKey, len(old))
+	for id, v := range old {
+		if id != kid {
+			m[id] = v
+		}
+	}
+	r.keys.Store(&m)
+	k.mu.Lock()
+	clear(k.salt[:])
+	k.mu.Unlock()
+}
+
+// HasKey reports whether a key is installed for kid.
+func (r *Receiver) HasKey(kid uint64) bool {
+	_, ok := (*r.keys.Load())[kid]
+	return ok
+}
+
+// Open authenticates and decrypts an SFrame ciphertext (header ||
+// ciphertext || tag) and appends the plaintext to dst. metadata must be
+// what the sender passed to Seal. The counter is checked against the KID's
+// replay window before decryption and recorded only after the frame
+// authenticates. Errors: ErrShortFrame, ErrBadHeader, ErrUnknownKID,
+// ErrAuth, ErrReplay; each failure is counted in Stats. Open never panics on
+// any input. dst may alias frame (dst = frame[:0] decrypts in place); the
+// contents of frame are then overwritten.
+func (r *Receiver) Open(dst, metadata, frame []byte) ([]byte, error) {
+	kid, ctr, n, err := ParseHeader(frame)
+	if err != nil {
+		if errors.Is(err, ErrShortFrame) {
+			r.short.Add(1)
+		} else {
+			r.badHeader.Add(1)
+		}
+		return nil, err
+	}
+	ct := frame[n:]
+	if len(ct) < r.nt {
+		r.short.Add(1)
+		return nil, ErrShortFrame
+	}
+	k, ok := (*r.keys.Load())[kid]
+	if !ok {
+		r.unknownKID.Add(1)
+		return nil, ErrUnknownKID
+	}
+	k.mu.Lock()
+	fresh := k.win.check(ctr)
+	k.mu.Unlock()
+	if !fresh {
+		r.replay.Add(1)
+		return nil, ErrReplay
+	}
+
+	sc := getScratch(&k.salt, ctr, frame[:n], metadata)
+	start := len(dst)
+	if anyOverlap(dst[start:cap(dst)], ct) {
+		// Move the ciphertext to where its plaintext goes, so the AEAD
+		// works exactly in place. The AAD was already copied.
+		dst = slices.Grow(dst, len(ct))
+		if body := dst[start : start+len(ct)]; anyOverlap(body, ct) {
+			copy(body, ct)
+			ct = body
+		}
+	}
+	out, err := k.aead.Open(dst, sc.nonce[:], ct, sc.aad)
+	putScratch(sc)
+	if err != nil {
+		r.auth.Add(1)
+		return nil, ErrAuth
+	}
+
+	k.mu.Lock()
+	fresh = k.win.commit(ctr)
+	k.mu.Unlock()
+	if !fresh {
+		// A concurrent Open accepted the same counter first.
+		clear(out[start:])
+		r.replay.Add(1)
+		return nil, ErrReplay
+	}
+	r.opened.Add(1)
+	return out, nil
+}
+
+// DropStats counts failed Opens by reason.
+type DropStats struct {
+	Short      uint64 // ErrShortFrame
+	BadHeader  uint64 // ErrBadHeader
+	UnknownKID uint64 // ErrUnknownKID
+	Auth       uint64 // ErrAuth
+	Replay     uint64 // ErrReplay
+}
+
+// Total is the number of failed Opens.
+func (d DropStats) Total() uint64 {
+	return d.Short + d.BadHeader + d.UnknownKID + d.Auth + d.Replay
+}
+
+// ReceiverStats is a snapshot of a Receiver's counters.
+type ReceiverStats struct {
+	Opened  uint64 // frames that authenticated and were returned
+	Dropped DropStats
+}
+
+// Stats returns the receiver's counters. They are read one by one, so a
+// snapshot taken during concurrent Opens may be slightly inconsistent.
+func (r *Receiver) Stats() ReceiverStats {
+	return ReceiverStats{
+		Opened: r.opened.Load(),
+		Dropped: DropStats{
+			Short:      r.short.Load(),
+			BadHeader:  r.badHeader.Load(),
+			UnknownKID: r.unknownKID.Load(),
+			Auth:       r.auth.Load(),
+			Replay:     r.replay.Load(),
+		},
+	}
+}
