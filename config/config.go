@@ -1,0 +1,378 @@
+// Package config loads Parley's configuration: defaults, then an optional
+// JSON file (unknown keys rejected), then PARLEY_* environment variables,
+// then command-line flags, then Validate. Every setting has one name used in
+// all three places: the flag -turn-listen, the file key "turn-listen" and the
+// environment variable PARLEY_TURN_LISTEN.
+package config
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"net/url"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Config is the whole configuration of one Parley process.
+type Config struct {
+	Listen         string         // HTTP address, e.g. ":8080"
+	PublicURL      string         // how users reach the page, e.g. "https://call.example.com"; empty = from the request
+	AllowedOrigins []string       // extra WebSocket origins besides the page's own
+	TURNListen     string         // TURN address, UDP and TCP; empty disables the embedded relay
+	TURNPublicIP   netip.Addr     // relay address advertised to clients (behind 1:1 NAT: the public one)
+	TURNRelayMin   uint16         // relay port range; both 0 = any port
+	TURNRelayMax   uint16         //
+	TURNSecret     string         // shared secret for TURN REST credentials; generated when empty
+	TURNAllowPeers []netip.Prefix // peers the relay may reach despite the deny list
+	TURNCredTTL    time.Duration  // lifetime of the TURN credentials handed to a participant
+	MetricsListen  string         // Prometheus /metrics listener; empty = off
+	LogLevel       slog.Level     // debug, info, warn, error
+	MaxRooms       int            // rooms held at once, server-wide
+	RoomsPerIP     int            // rooms one IP address may create per hour
+	RoomTTL        time.Duration  // an unused room is forgotten after this long
+
+	// SecretGenerated is true when TURNSecret was made at start-up.
+	SecretGenerated bool
+}
+
+// Default returns the configuration used when nothing is set.
+func Default() Config {
+	return Config{
+		Listen:      ":8080",
+		TURNListen:  ":3478",
+		TURNCredTTL: time.Hour,
+		LogLevel:    slog.LevelInfo,
+		MaxRooms:    10000,
+		RoomsPerIP:  60,
+		RoomTTL:     7 * 24 * time.Hour,
+	}
+}
+
+// setting is one named option: a flag, a file key and an environment variable.
+type setting struct {
+	name  string
+	usage string
+	list  bool // repeatable flag; comma-separated in the environment; array in the file
+	set   func(c *Config, v string) error
+	reset func(c *Config) // for lists: clear before a layer sets them again
+}
+
+func settings() []setting {
+	return []setting{
+		{name: "listen", usage: "HTTP address to serve the app on (`host:port`)", set: func(c *Config, v string) error {
+			if _, _, err := net.SplitHostPort(v); err != nil {
+				return err
+			}
+			c.Listen = v
+			return nil
+		}},
+		{name: "public-url", usage: "public base URL users open, e.g. https://call.example.com (default: taken from each request)", set: func(c *Config, v string) error {
+			if v == "" {
+				c.PublicURL = ""
+				return nil
+			}
+			u, err := url.Parse(v)
+			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
+				return fmt.Errorf("want a base URL like https://call.example.com")
+			}
+			c.PublicURL = strings.TrimSuffix(v, "/")
+			return nil
+		}},
+		{name: "allowed-origin", list: true, usage: "extra `origin` allowed to open the WebSocket (repeatable); the page's own origin is always allowed", set: func(c *Config, v string) error {
+			u, err := url.Parse(v)
+			if err != nil || u.Scheme == "" || u.Host == "" || u.Path != "" {
+				return fmt.Errorf("want an origin like https://intranet.example.com")
+			}
+			c.AllowedOrigins = append(c.AllowedOrigins, strings.ToLower(v))
+			return nil
+		}, reset: func(c *Config) { c.AllowedOrigins = nil }},
+		{name: "turn-listen", usage: "address of the embedded TURN relay, UDP and TCP (`host:port`); empty disables it", set: func(c *Config, v string) error {
+			if v != "" {
+				if _, _, err := net.SplitHostPort(v); err != nil {
+					return err
+				}
+			}
+			c.TURNListen = v
+			return nil
+		}},
+		{name: "turn-public-ip", usage: "IP address the relay advertises to clients; behind 1:1 NAT, the public one (default: this host's first global address)", set: func(c *Config, v string) error {
+			if v == "" {
+				c.TURNPublicIP = netip.Addr{}
+				return nil
+			}
+			a, err := netip.ParseAddr(v)
+			if err != nil {
+				return err
+			}
+			c.TURNPublicIP = a.Unmap()
+			return nil
+		}},
+		{name: "turn-relay-ports", usage: "UDP port range for relayed media, e.g. 50000-50999 (default: any free port)", set: func(c *Config, v string) error {
+			if v == "" {
+				c.TURNRelayMin, c.TURNRelayMax = 0, 0
+				return nil
+			}
+			lo, hi, ok := strings.Cut(v, "-")
+			min, err1 := strconv.ParseUint(strings.TrimSpace(lo), 10, 16)
+			max, err2 := strconv.ParseUint(strings.TrimSpace(hi), 10, 16)
+			if !ok || err1 != nil || err2 != nil || min == 0 || min > max {
+				return fmt.Errorf("want a range like 50000-50999")
+			}
+			c.TURNRelayMin, c.TURNRelayMax = uint16(min), uint16(max)
+			return nil
+		}},
+		{name: "turn-secret", usage: "shared secret for TURN credentials (coturn static-auth-secret); generated at start when empty, never logged", set: func(c *Config, v string) error {
+			c.TURNSecret = v
+			return nil
+		}},
+		{name: "turn-allow-peer", list: true, usage: "`CIDR` the relay may reach despite the default deny list of loopback, private and link-local ranges (repeatable)", set: func(c *Config, v string) error {
+			p, err := netip.ParsePrefix(v)
+			if err != nil {
+				a, err2 := netip.ParseAddr(v)
+				if err2 != nil {
+					return err
+				}
+				p = netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen())
+			}
+			c.TURNAllowPeers = append(c.TURNAllowPeers, p.Masked())
+			return nil
+		}, reset: func(c *Config) { c.TURNAllowPeers = nil }},
+		{name: "turn-credential-ttl", usage: "how long the TURN credentials given to a participant stay valid", set: durationSetter(func(c *Config) *time.Duration { return &c.TURNCredTTL })},
+		{name: "metrics-listen", usage: "address for Prometheus /metrics (`host:port`); empty = off. Keep it private", set: func(c *Config, v string) error {
+			if v != "" {
+				if _, _, err := net.SplitHostPort(v); err != nil {
+					return err
+				}
+			}
+			c.MetricsListen = v
+			return nil
+		}},
+		{name: "log-level", usage: "debug, info, warn or error", set: func(c *Config, v string) error {
+			return c.LogLevel.UnmarshalText([]byte(v))
+		}},
+		{name: "max-rooms", usage: "rooms held at once, server-wide", set: intSetter(func(c *Config) *int { return &c.MaxRooms })},
+		{name: "rooms-per-ip", usage: "rooms one IP address may create per hour", set: intSetter(func(c *Config) *int { return &c.RoomsPerIP })},
+		{name: "room-ttl", usage: "an unused room link stops working after this long", set: durationSetter(func(c *Config) *time.Duration { return &c.RoomTTL })},
+	}
+}
+
+func durationSetter(field func(*Config) *time.Duration) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return err
+		}
+		*field(c) = d
+		return nil
+	}
+}
+
+func intSetter(field func(*Config) *int) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return err
+		}
+		*field(c) = n
+		return nil
+	}
+}
+
+// EnvName is the environment variable for a setting: PARLEY_ and the name
+// in capitals with dashes as underscores.
+func EnvName(name string) string {
+	return "PARLEY_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
+}
+
+func fieldErr(name string, err error) error {
+	return fmt.Errorf("%w: %s: %v", ErrInvalid, name, err)
+}
+
+// Load builds the configuration from defaults, the file named by -config or
+// PARLEY_CONFIG, the environment and the flags in args, then validates it.
+// lookupEnv is os.LookupEnv outside tests. Help output goes to out.
+func Load(args []string, lookupEnv func(string) (string, bool), out io.Writer) (Config, error) {
+	c := Default()
+	all := settings()
+
+	d := Default()
+	defaults := map[string]string{
+		"listen": d.Listen, "turn-listen": d.TURNListen, "turn-credential-ttl": d.TURNCredTTL.String(),
+		"log-level": strings.ToLower(d.LogLevel.String()), "max-rooms": strconv.Itoa(d.MaxRooms),
+		"rooms-per-ip": strconv.Itoa(d.RoomsPerIP), "room-ttl": d.RoomTTL.String(),
+	}
+	fs := flag.NewFlagSet("parley", flag.ContinueOnError)
+	fs.SetOutput(out)
+	configPath := fs.String("config", "", "JSON config `file`; keys are the flag names (see deploy/parley.json)")
+	flagValues := map[string]*[]string{}
+	for _, s := range all {
+		vals := new([]string)
+		flagValues[s.name] = vals
+		usage := s.usage
+		if d := defaults[s.name]; d != "" {
+			usage += " (default " + d + ")"
+		}
+		usage += fmt.Sprintf(" [%s]", EnvName(s.name))
+		fs.Func(s.name, usage, func(v string) error { *vals = append(*vals, v); return nil })
+	}
+	fs.Usage = func() {
+		fmt.Fprintf(out, "Usage: parley [flags]\n\nParley serves end-to-end encrypted calls with its own TURN relay.\n"+
+			"Each flag can also be set in the environment (shown in brackets) or in the config file.\n"+
+			"Order of precedence: flags, then environment, then config file, then defaults.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("config: unexpected argument %q (flags start with -)", fs.Arg(0))
+	}
+
+	path := *configPath
+	if path == "" {
+		path, _ = lookupEnv("PARLEY_CONFIG")
+	}
+	if path != "" {
+		if err := c.loadFile(path, all); err != nil {
+			return c, err
+		}
+	}
+	for _, s := range all {
+		v, ok := lookupEnv(EnvName(s.name))
+		if !ok {
+			continue
+		}
+		vals := []string{v}
+		if s.list {
+			vals = splitList(v)
+			s.reset(&c)
+		}
+		for _, v := range vals {
+			if err := s.set(&c, strings.TrimSpace(v)); err != nil {
+				return c, fieldErr(EnvName(s.name), err)
+			}
+		}
+	}
+	for _, s := range all {
+		vals := *flagValues[s.name]
+		if len(vals) == 0 {
+			continue
+		}
+		if s.list {
+			s.reset(&c)
+		}
+		for _, v := range vals {
+			if err := s.set(&c, v); err != nil {
+				return c, fieldErr("-"+s.name, err)
+			}
+		}
+	}
+	return c, c.Validate()
+}
+
+func splitList(v string) []string {
+	var out []string
+	for _, p := range strings.Split(v, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func (c *Config) loadFile(path string, all []setting) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	var raw map[string]json.RawMessage
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&raw); err != nil {
+		return fmt.Errorf("config: %s: %w", path, err)
+	}
+	byName := map[string]setting{}
+	for _, s := range all {
+		byName[s.name] = s
+	}
+	keys := make([]string, 0, len(raw))
+	for k := range raw {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		s, ok := byName[k]
+		if !ok {
+			return fmt.Errorf("%w %q in %s", ErrUnknownKey, k, path)
+		}
+		vals, err := fileValues(raw[k], s.list)
+		if err != nil {
+			return fieldErr(path+": "+k, err)
+		}
+		if s.list {
+			s.reset(c)
+		}
+		for _, v := range vals {
+			if err := s.set(c, v); err != nil {
+				return fieldErr(path+": "+k, err)
+			}
+		}
+	}
+	return nil
+}
+
+// fileValues turns a JSON value into the strings a setter takes: a string,
+// number or boolean, or for lists an array of strings.
+func fileValues(m json.RawMessage, list bool) ([]string, error) {
+	if list {
+		var arr []string
+		if err := json.Unmarshal(m, &arr); err != nil {
+			return nil, fmt.Errorf("want an array of strings")
+		}
+		return arr, nil
+	}
+	var v any
+	if err := json.Unmarshal(m, &v); err != nil {
+		return nil, err
+	}
+	switch v := v.(type) {
+	case string:
+		return []string{v}, nil
+	case float64:
+		return []string{strconv.FormatFloat(v, 'f', -1, 64)}, nil
+	case bool:
+		return []string{strconv.FormatBool(v)}, nil
+	}
+	return nil, fmt.Errorf("want a string or a number")
+}
+
+// Validate checks the settings together. Its errors name the field.
+func (c *Config) Validate() error {
+	switch {
+	case c.Listen == "":
+		return fieldErr("listen", fmt.Errorf("must not be empty"))
+	case c.TURNCredTTL < time.Minute || c.TURNCredTTL > 24*time.Hour:
+		return fieldErr("turn-credential-ttl", fmt.Errorf("must be between 1m and 24h, got %s", c.TURNCredTTL))
+	case c.TURNSecret != "" && len(c.TURNSecret) < 16:
+		return fieldErr("turn-secret", fmt.Errorf("must be at least 16 characters"))
+	case c.TURNPublicIP.IsValid() && (c.TURNPublicIP.IsUnspecified() || c.TURNPublicIP.IsMulticast()):
+		return fieldErr("turn-public-ip", fmt.Errorf("%s cannot be advertised", c.TURNPublicIP))
+	case c.MaxRooms < 1:
+		return fieldErr("max-rooms", fmt.Errorf("must be at least 1"))
+	case c.RoomsPerIP < 1:
+		return fieldErr("rooms-per-ip", fmt.Errorf("must be at least 1"))
+	case c.RoomTTL < time.Minute:
+		return fieldErr("room-ttl", fmt.Errorf("must be at least 1m"))
+	case c.TURNListen != "" && c.TURNListen == c.Listen:
+		return fieldErr("turn-listen", fmt.Errorf("must differ from listen"))
+	}
+	return nil
+}

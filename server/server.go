@@ -1,0 +1,306 @@
+// Package server puts Parley together: the web app, the signaling service,
+// the embedded TURN relay and the metrics endpoint, on sockets the caller
+// opens. cmd/parley and the end-to-end tests both use it.
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/parleyhq/parley/config"
+	"github.com/parleyhq/parley/signaling"
+	"github.com/parleyhq/parley/turn"
+	"github.com/parleyhq/parley/web"
+)
+
+// Listeners are the sockets Parley serves on. HTTP is required; TURN ones
+// are used when the relay is on; Metrics is optional.
+type Listeners struct {
+	HTTP    net.Listener
+	TURNUDP net.PacketConn
+	TURNTCP net.Listener
+	Metrics net.Listener
+}
+
+// Server is a running Parley.
+type Server struct {
+	cfg     config.Config
+	log     *slog.Logger
+	ln      Listeners
+	sig     *signaling.Server
+	relay   *turn.Server
+	http    *http.Server
+	metrics *http.Server
+	errc    chan error
+}
+
+// New builds Parley from cfg on the given sockets. It does not serve until
+// Start.
+func New(cfg config.Config, logger *slog.Logger, ln Listeners) (*Server, error) {
+	if ln.HTTP == nil {
+		return nil, ErrNoListener
+	}
+	if cfg.TURNSecret == "" {
+		b := make([]byte, 32)
+		rand.Read(b)
+		cfg.TURNSecret = base64.RawURLEncoding.EncodeToString(b)
+		cfg.SecretGenerated = true
+	}
+	s := &Server{cfg: cfg, log: logger, ln: ln, errc: make(chan error, 4)}
+
+	if ln.TURNUDP != nil || ln.TURNTCP != nil {
+		publicIP := cfg.TURNPublicIP
+		if !publicIP.IsValid() {
+			publicIP = defaultRelayIP(ln)
+		}
+		var pcs []net.PacketConn
+		var lns []net.Listener
+		if ln.TURNUDP != nil {
+			pcs = append(pcs, ln.TURNUDP)
+		}
+		if ln.TURNTCP != nil {
+			lns = append(lns, ln.TURNTCP)
+		}
+		relay, err := turn.New(turn.Config{
+			PublicIP:      publicIP,
+			RelayPortMin:  cfg.TURNRelayMin,
+			RelayPortMax:  cfg.TURNRelayMax,
+			Secret:        []byte(cfg.TURNSecret),
+			CredentialTTL: cfg.TURNCredTTL,
+			AllowPeers:    cfg.TURNAllowPeers,
+		}, logger.With("component", "turn"), pcs, lns)
+		if err != nil {
+			return nil, fmt.Errorf("server: TURN relay: %w", err)
+		}
+		s.relay = relay
+		s.cfg.TURNPublicIP = publicIP
+	}
+
+	s.sig = signaling.New(signaling.Config{
+		PublicURL:      cfg.PublicURL,
+		AllowedOrigins: cfg.AllowedOrigins,
+		ICEServers:     s.iceServers,
+		MaxRooms:       cfg.MaxRooms,
+		RoomsPerIP:     cfg.RoomsPerIP,
+		RoomTTL:        cfg.RoomTTL,
+	}, logger.With("component", "signaling"))
+
+	mux := http.NewServeMux()
+	mux.Handle("/ws", s.sig)
+	mux.Handle("/api/", s.sig)
+	mux.Handle("/", web.Handler(map[string]fs.FS{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		w.Write([]byte("ok\n"))
+	})
+	s.http = &http.Server{
+		Handler:           web.SecurityHeaders(mux),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelDebug),
+	}
+	if ln.Metrics != nil {
+		s.metrics = &http.Server{Handler: s.metricsHandler(), ReadHeaderTimeout: 10 * time.Second}
+	}
+	return s, nil
+}
+
+// iceServers hands a joining participant the relay's address with fresh,
+// time-limited credentials: UDP first, then TCP.
+func (s *Server) iceServers(r *http.Request, peerID string) []signaling.ICEServer {
+	if s.relay == nil {
+		return nil
+	}
+	host := s.turnHost(r)
+	port := "3478"
+	if s.ln.TURNUDP != nil {
+		port = portOf(s.ln.TURNUDP.LocalAddr())
+	} else if s.ln.TURNTCP != nil {
+		port = portOf(s.ln.TURNTCP.Addr())
+	}
+	hp := net.JoinHostPort(host, port)
+	var urls []string
+	if s.ln.TURNUDP != nil {
+		urls = append(urls, "turn:"+hp+"?transport=udp")
+	}
+	if s.ln.TURNTCP != nil {
+		urls = append(urls, "turn:"+hp+"?transport=tcp")
+	}
+	user, pass := turn.Credentials([]byte(s.cfg.TURNSecret), peerID, s.cfg.TURNCredTTL, time.Now())
+	return []signaling.ICEServer{{URLs: urls, Username: user, Credential: pass}}
+}
+
+// turnHost is the host name clients use for TURN: the advertised IP if set,
+// else the public URL's host, else the host the page was loaded from.
+func (s *Server) turnHost(r *http.Request) string {
+	if s.cfg.TURNPublicIP.IsValid() && !s.cfg.TURNPublicIP.IsLoopback() {
+		return s.cfg.TURNPublicIP.String()
+	}
+	if s.cfg.PublicURL != "" {
+		if u, err := url.Parse(s.cfg.PublicURL); err == nil {
+			return u.Hostname()
+		}
+	}
+	host := r.Host
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	if host == "" {
+		return s.cfg.TURNPublicIP.String()
+	}
+	return host
+}
+
+func portOf(a net.Addr) string {
+	_, p, err := net.SplitHostPort(a.String())
+	if err != nil {
+		return "3478"
+	}
+	return p
+}
+
+// defaultRelayIP picks the address to advertise when none is configured:
+// the TURN socket's own address if it is bound to one, else this host's
+// first global unicast IPv4 address, else loopback (a single-machine demo).
+func defaultRelayIP(ln Listeners) netip.Addr {
+	var bound net.Addr
+	if ln.TURNUDP != nil {
+		bound = ln.TURNUDP.LocalAddr()
+	} else if ln.TURNTCP != nil {
+		bound = ln.TURNTCP.Addr()
+	}
+	if bound != nil {
+		if ap, err := netip.ParseAddrPort(bound.String()); err == nil && !ap.Addr().IsUnspecified() {
+			return ap.Addr().Unmap()
+		}
+	}
+	addrs, _ := net.InterfaceAddrs()
+	for _, a := range addrs {
+		if p, err := netip.ParsePrefix(a.String()); err == nil {
+			ip := p.Addr()
+			if ip.Is4() && ip.IsGlobalUnicast() && !ip.IsLoopback() {
+				return ip
+			}
+		}
+	}
+	return netip.MustParseAddr("127.0.0.1")
+}
+
+func (s *Server) metricsHandler() http.Handler {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+	gauge := func(name, help string, f func() float64) {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f))
+	}
+	counter := func(name, help string, f func() float64) {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, f))
+	}
+	gauge("parley_rooms", "Rooms held by the signaling server.", func() float64 { return float64(s.sig.Rooms()) })
+	gauge("parley_websockets", "Open signaling WebSockets.", func() float64 { return float64(s.sig.Connections()) })
+	if s.relay != nil {
+		st := func() turn.Stats { return s.relay.Stats() }
+		gauge("parley_turn_allocations", "Current TURN allocations.", func() float64 { return float64(st().Allocations) })
+		counter("parley_turn_allocations_total", "TURN allocations made since start.", func() float64 { return float64(st().AllocationsTotal) })
+		counter("parley_turn_auth_failures_total", "Refused TURN authentications.", func() float64 { return float64(st().AuthFailures) })
+		counter("parley_turn_permission_refusals_total", "Refused TURN permissions and dropped relay packets to denied peers.", func() float64 { return float64(st().PermissionRefusals) })
+		counter("parley_turn_relayed_packets_total", "Packets through relay sockets, both directions.", func() float64 { return float64(st().PacketsRelayed) })
+		counter("parley_turn_relayed_bytes_total", "Bytes through relay sockets, both directions.", func() float64 { return float64(st().BytesRelayed) })
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	return mux
+}
+
+// URL is the address to open in a browser.
+func (s *Server) URL() string {
+	if s.cfg.PublicURL != "" {
+		return s.cfg.PublicURL + "/"
+	}
+	ap, err := netip.ParseAddrPort(s.ln.HTTP.Addr().String())
+	if err != nil {
+		return "http://" + s.ln.HTTP.Addr().String() + "/"
+	}
+	host := "localhost"
+	if a := ap.Addr(); !a.IsUnspecified() && !a.IsLoopback() {
+		host = a.String()
+		if a.Is6() {
+			host = "[" + host + "]"
+		}
+	}
+	return "http://" + host + ":" + strconv.Itoa(int(ap.Port())) + "/"
+}
+
+// TURNSecretGenerated reports whether the TURN secret was made at start.
+func (s *Server) TURNSecretGenerated() bool { return s.cfg.SecretGenerated }
+
+// RelayAddress is the address the relay advertises (zero if off).
+func (s *Server) RelayAddress() netip.Addr {
+	if s.relay == nil {
+		return netip.Addr{}
+	}
+	return s.cfg.TURNPublicIP
+}
+
+// Start serves in the background. Errors from the servers arrive on Err.
+func (s *Server) Start() {
+	go func() {
+		if err := s.http.Serve(s.ln.HTTP); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.errc <- fmt.Errorf("server: HTTP: %w", err)
+		}
+	}()
+	if s.metrics != nil {
+		go func() {
+			if err := s.metrics.Serve(s.ln.Metrics); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				s.errc <- fmt.Errorf("server: metrics: %w", err)
+			}
+		}()
+	}
+}
+
+// Err delivers a fatal serving error.
+func (s *Server) Err() <-chan error { return s.errc }
+
+// Shutdown stops accepting, tells participants the server is going away,
+// waits for them (or ctx), and closes the relay.
+func (s *Server) Shutdown(ctx context.Context) error {
+	err := s.http.Shutdown(ctx)
+	if e := s.sig.Shutdown(ctx); err == nil {
+		err = e
+	}
+	if s.metrics != nil {
+		s.metrics.Close()
+	}
+	if s.relay != nil {
+		if e := s.relay.Close(); err == nil {
+			err = e
+		}
+	}
+	return err
+}
+
+// Close stops everything at once.
+func (s *Server) Close() error {
+	s.http.Close()
+	if s.metrics != nil {
+		s.metrics.Close()
+	}
+	if s.relay != nil {
+		s.relay.Close()
+	}
+	return nil
+}

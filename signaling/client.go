@@ -1,0 +1,330 @@
+package signaling
+
+import (
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"golang.org/x/time/rate"
+)
+
+// sendQueue is how many messages may wait for one slow client before it is
+// disconnected (close 4000) rather than stall the room.
+const sendQueue = 256
+
+// floodLimit is how many messages over the rate limit one connection may
+// send before it is closed with 1008; each is answered with rate-limited.
+const floodLimit = 50
+
+type outMsg struct {
+	data []byte
+}
+
+// client is one WebSocket connection. Only run's goroutine reads; only the
+// writer goroutine writes (apart from gorilla's own close on read-limit).
+type client struct {
+	srv  *Server
+	ws   *websocket.Conn
+	req  *http.Request
+	log  *slog.Logger
+	send chan outMsg
+	done chan struct{} // closed when the writer stops
+
+	closeOnce sync.Once
+	stop      chan struct{} // closed to make the writer send a close and quit
+	closeCode int
+	closeText string
+
+	// Set once joined; read by other goroutines under room.mu.
+	id   string
+	name string
+	room *room
+
+	limiter  *rate.Limiter
+	flooded  int
+	lastWarn time.Time
+}
+
+func newClient(s *Server, ws *websocket.Conn, r *http.Request) *client {
+	return &client{
+		srv:     s,
+		ws:      ws,
+		req:     r,
+		log:     s.log.With("conn", newID(6)),
+		send:    make(chan outMsg, sendQueue),
+		done:    make(chan struct{}),
+		stop:    make(chan struct{}),
+		limiter: rate.NewLimiter(rate.Limit(s.cfg.MessagesPerSecond), s.cfg.MessageBurst),
+	}
+}
+
+func (c *client) run() {
+	go c.writer()
+	defer func() {
+		c.leaveRoom("disconnected")
+		c.closeWith(websocket.CloseNormalClosure, "")
+		<-c.done
+		c.ws.Close()
+	}()
+
+	c.ws.SetReadLimit(MaxMessageSize)
+	timeout := c.srv.cfg.PingInterval * 5 / 2
+	c.ws.SetReadDeadline(time.Now().Add(timeout))
+	c.ws.SetPongHandler(func(string) error {
+		c.ws.SetReadDeadline(time.Now().Add(timeout))
+		return nil
+	})
+
+	for {
+		kind, data, err := c.ws.ReadMessage()
+		if err != nil {
+			var ce *websocket.CloseError
+			switch {
+			case errors.Is(err, websocket.ErrReadLimit):
+				// gorilla has already sent close 1009.
+				c.log.Info("message over size limit; closing", "limit", MaxMessageSize)
+			case errors.As(err, &ce):
+				c.log.Debug("client closed", "code", ce.Code)
+			default:
+				c.log.Debug("read ended", "err", err)
+			}
+			return
+		}
+		c.ws.SetReadDeadline(time.Now().Add(timeout))
+		if kind != websocket.TextMessage {
+			c.sendError(protoErr(CodeBadMessage, "Messages must be JSON text.", ErrBadMessage))
+			continue
+		}
+		if !c.limiter.Allow() {
+			c.flooded++
+			if c.flooded > floodLimit {
+				c.log.Info("message flood; closing", "over", c.flooded)
+				c.closeWith(websocket.ClosePolicyViolation, "Too many messages.")
+				return
+			}
+			if time.Since(c.lastWarn) > time.Second/4 || c.flooded == 1 {
+				c.lastWarn = time.Now()
+				c.sendError(protoErr(CodeRateLimited, "Too many messages at once: this one was dropped. Slow down.", nil))
+			}
+			continue
+		}
+		m, err := DecodeMessage(data)
+		if err != nil {
+			var pe *ProtocolError
+			if errors.As(err, &pe) {
+				c.sendError(pe)
+			}
+			continue
+		}
+		if stop := c.handle(m); stop {
+			return
+		}
+	}
+}
+
+// handle acts on one decoded message; it reports whether to end the connection.
+func (c *client) handle(m *Message) bool {
+	if c.room == nil && m.Type != TypeJoin {
+		c.sendError(protoErr(CodeNotJoined, "Join a room first.", nil))
+		return false
+	}
+	switch m.Type {
+	case TypeJoin:
+		if c.room != nil {
+			c.sendError(protoErr(CodeAlreadyJoined, "You are already in this call.", nil))
+			return false
+		}
+		if err := c.join(m); err != nil {
+			var pe *ProtocolError
+			if !errors.As(err, &pe) {
+				pe = protoErr(CodeInternal, "Something went wrong on the server.", err)
+			}
+			c.sendError(pe)
+			// A failed join ends the connection: the client must fix its
+			// request and connect again.
+			c.closeWith(websocket.CloseNormalClosure, pe.Code)
+			return true
+		}
+	case TypeOffer, TypeAnswer, TypeCandidate, TypeE2EE:
+		c.forward(m)
+	case TypeLeave:
+		c.leaveRoom("left")
+		c.closeWith(websocket.CloseNormalClosure, "bye")
+		return true
+	}
+	return false
+}
+
+func (c *client) join(m *Message) error {
+	if m.Version != ProtocolVersion {
+		return protoErr(CodeVersion, "This page is out of date. Please reload it.", nil)
+	}
+	name, err := CleanName(m.Name)
+	if err != nil {
+		return err
+	}
+	rm, err := c.srv.rooms.get(m.Room)
+	if err != nil {
+		return protoErr(CodeRoomNotFound, msgRoomNotFound, err)
+	}
+	c.id, c.name = newID(9), name
+	ice := c.srv.cfg.ICEServers(c.req, c.id)
+
+	rm.mu.Lock()
+	if len(rm.peers) >= MaxPeers {
+		rm.mu.Unlock()
+		return protoErr(CodeRoomFull, msgRoomFull, ErrRoomFull)
+	}
+	peers := make([]Peer, 0, len(rm.order))
+	for _, id := range rm.order {
+		peers = append(peers, Peer{ID: id, Name: rm.peers[id].name})
+	}
+	joined, _ := json.Marshal(Message{Type: TypePeerJoined, Peer: &Peer{ID: c.id, Name: name}})
+	for _, p := range rm.peers {
+		p.enqueue(joined)
+	}
+	rm.peers[c.id] = c
+	rm.order = append(rm.order, c.id)
+	rm.lastUsed = time.Now()
+	c.room = rm
+	// The welcome is queued under the room lock so that it precedes any
+	// message another peer sends to the newcomer.
+	c.queue(Message{Type: TypeWelcome, Version: ProtocolVersion, ID: c.id, Peers: peers, ICEServers: ice, MaxPeers: MaxPeers})
+	rm.mu.Unlock()
+	c.log = c.log.With("peer", c.id)
+	c.log.Info("joined", "peers", len(peers)+1)
+	return nil
+}
+
+// forward delivers an addressed message (or, for e2ee without "to", a
+// broadcast) to the other participants with "from" set.
+func (c *client) forward(m *Message) {
+	m.From = c.id
+	to := m.To
+	m.To = ""
+	data, _ := json.Marshal(m)
+	rm := c.room
+	rm.mu.Lock()
+	defer rm.mu.Unlock()
+	if to == "" && m.Type == TypeE2EE {
+		for id, p := range rm.peers {
+			if id != c.id {
+				p.enqueue(data)
+			}
+		}
+		return
+	}
+	p := rm.peers[to]
+	if p == nil || to == c.id {
+		c.queue(Message{Type: TypeError, Code: CodeUnknownPeer, Message: "That participant is no longer in the call.", Reason: to})
+		return
+	}
+	p.enqueue(data)
+}
+
+func (c *client) leaveRoom(reason string) {
+	rm := c.room
+	if rm == nil {
+		return
+	}
+	c.room = nil
+	rm.mu.Lock()
+	defer rm.mu.Unlock()
+	if rm.peers[c.id] != c {
+		return
+	}
+	delete(rm.peers, c.id)
+	for i, id := range rm.order {
+		if id == c.id {
+			rm.order = append(rm.order[:i], rm.order[i+1:]...)
+			break
+		}
+	}
+	rm.lastUsed = time.Now()
+	left, _ := json.Marshal(Message{Type: TypePeerLeft, ID: c.id, Reason: reason})
+	for _, p := range rm.peers {
+		p.enqueue(left)
+	}
+	c.log.Info("left", "reason", reason, "remaining", len(rm.peers))
+}
+
+func (c *client) sendError(e *ProtocolError) {
+	c.log.Debug("protocol error", "code", e.Code, "msg", e.Message)
+	c.queue(Message{Type: TypeError, Code: e.Code, Message: e.Message})
+}
+
+func (c *client) queue(m Message) {
+	data, err := json.Marshal(m)
+	if err != nil {
+		c.log.Error("encode", "err", err)
+		return
+	}
+	c.enqueue(data)
+}
+
+// enqueue hands a message to the writer without blocking. A client whose
+// queue is full is too slow to keep up and is disconnected.
+func (c *client) enqueue(data []byte) {
+	select {
+	case c.send <- outMsg{data: data}:
+	case <-c.stop:
+	default:
+		c.log.Info("client too slow; closing", "queued", len(c.send))
+		c.closeWith(CloseSlowReader, "Your connection is too slow.")
+	}
+}
+
+// closeWith makes the writer send a close frame and stop. Safe to call from
+// any goroutine, any number of times.
+func (c *client) closeWith(code int, text string) {
+	c.closeOnce.Do(func() {
+		c.closeCode, c.closeText = code, text
+		close(c.stop)
+	})
+}
+
+func (c *client) writer() {
+	defer close(c.done)
+	ping := time.NewTicker(c.srv.cfg.PingInterval)
+	defer ping.Stop()
+	wt := c.srv.cfg.WriteTimeout
+	for {
+		select {
+		case m := <-c.send:
+			c.ws.SetWriteDeadline(time.Now().Add(wt))
+			if err := c.ws.WriteMessage(websocket.TextMessage, m.data); err != nil {
+				c.log.Debug("write failed", "err", err)
+				c.ws.Close() // unblocks the reader
+				return
+			}
+		case <-ping.C:
+			if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(wt)); err != nil {
+				c.ws.Close()
+				return
+			}
+		case <-c.stop:
+			// Flush what is queued (an error explaining the close, say).
+			for {
+				select {
+				case m := <-c.send:
+					c.ws.SetWriteDeadline(time.Now().Add(wt))
+					if c.ws.WriteMessage(websocket.TextMessage, m.data) != nil {
+						c.ws.Close()
+						return
+					}
+					continue
+				default:
+				}
+				break
+			}
+			c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(c.closeCode, c.closeText), time.Now().Add(wt))
+			// Give the client a moment to answer the close, then drop.
+			c.ws.SetReadDeadline(time.Now().Add(2 * time.Second))
+			return
+		}
+	}
+}

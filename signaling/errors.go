@@ -1,0 +1,94 @@
+package signaling
+
+import (
+	"errors"
+	"net/http"
+)
+
+// Error codes sent in "error" messages. Each is documented in docs/protocol.md.
+const (
+	CodeBadMessage      = "bad-message"      // not a JSON object, or a field of the wrong type or size
+	CodeUnknownType     = "unknown-type"     // "type" names no message of this protocol version
+	CodeVersion         = "version"          // the client speaks a protocol version this server does not
+	CodeNotJoined       = "not-joined"       // a message other than join before join
+	CodeAlreadyJoined   = "already-joined"   // a second join on one connection
+	CodeRoomNotFound    = "room-not-found"   // no room with that id (never created, or expired)
+	CodeRoomFull        = "room-full"        // the room already has MaxPeers participants
+	CodeBadName         = "bad-name"         // display name empty, too long or with control characters
+	CodeUnknownPeer     = "unknown-peer"     // "to" names nobody in the room
+	CodeRateLimited     = "rate-limited"     // too many messages per second; the message was dropped
+	CodeTooManyRooms    = "too-many-rooms"   // room creation refused: per-IP or server-wide limit
+	CodeInternal        = "internal"         // a server fault
+	CodeOriginForbidden = "origin-forbidden" // HTTP only: the page's origin may not open the WebSocket
+)
+
+// WebSocket close codes Parley uses (RFC 6455 §7.4).
+const (
+	CloseNormal      = 1000 // leave, or the server shutting down (1001)
+	ClosePolicy      = 1008 // sustained message flood
+	CloseTooBig      = 1009 // a message over MaxMessageSize
+	CloseSlowReader  = 4000 // the client did not read its messages fast enough
+	CloseIdleTimeout = 4001 // no pong within the keepalive timeout
+)
+
+var (
+	// ErrRoomNotFound means no room has that id.
+	ErrRoomNotFound = errors.New("signaling: room not found")
+	// ErrRoomFull means the room has MaxPeers participants already.
+	ErrRoomFull = errors.New("signaling: room full")
+	// ErrTooManyRooms means a room-creation limit was hit.
+	ErrTooManyRooms = errors.New("signaling: too many rooms")
+	// ErrBadName means a display name was refused.
+	ErrBadName = errors.New("signaling: bad display name")
+	// ErrBadMessage means a message could not be decoded.
+	ErrBadMessage = errors.New("signaling: bad message")
+	// ErrUnknownType means a message type is not part of the protocol.
+	ErrUnknownType = errors.New("signaling: unknown message type")
+)
+
+// ProtocolError is an error with a code from the list above, sent to the
+// client in an "error" message.
+type ProtocolError struct {
+	Code    string
+	Message string // plain words, shown to the user as is
+	Err     error  // the sentinel it wraps, if any
+}
+
+func (e *ProtocolError) Error() string { return "signaling: " + e.Code + ": " + e.Message }
+func (e *ProtocolError) Unwrap() error { return e.Err }
+
+func protoErr(code, msg string, err error) *ProtocolError {
+	return &ProtocolError{Code: code, Message: msg, Err: err}
+}
+
+// httpError maps an error to an HTTP status and a JSON body
+// {"error": code, "message": text}. It is the one place that does so.
+func httpError(w http.ResponseWriter, err error) {
+	status, code, msg := http.StatusInternalServerError, CodeInternal, "Something went wrong on the server. Please try again."
+	var pe *ProtocolError
+	switch {
+	case errors.As(err, &pe):
+		code, msg = pe.Code, pe.Message
+		switch pe.Code {
+		case CodeRoomNotFound:
+			status = http.StatusNotFound
+		case CodeTooManyRooms:
+			status = http.StatusTooManyRequests
+		case CodeOriginForbidden:
+			status = http.StatusForbidden
+		case CodeBadMessage:
+			status = http.StatusBadRequest
+		}
+	case errors.Is(err, ErrRoomNotFound):
+		status, code, msg = http.StatusNotFound, CodeRoomNotFound, msgRoomNotFound
+	case errors.Is(err, ErrTooManyRooms):
+		status, code, msg = http.StatusTooManyRequests, CodeTooManyRooms, msgTooManyRooms
+	}
+	writeJSON(w, status, map[string]string{"error": code, "message": msg})
+}
+
+const (
+	msgRoomNotFound = "This call link is not valid any more. Ask the person who sent it for a new link."
+	msgRoomFull     = "This call already has the most people it can hold. Ask the organiser to start a new call."
+	msgTooManyRooms = "Too many calls were started from your network just now. Please wait a few minutes and try again."
+)

@@ -1,0 +1,193 @@
+package signaling
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+)
+
+// Wire format: every WebSocket text message is one JSON object with a "type"
+// field. The client's first message is "join" and carries the protocol
+// version; the server answers "welcome" (or "error" and a close). See
+// docs/protocol.md for every message, field, limit and error.
+const (
+	// ProtocolVersion is the version this server speaks.
+	ProtocolVersion = 1
+
+	// MaxMessageSize is the largest message a client may send, in bytes.
+	// An SDP offer with many candidates is about 10 KiB.
+	MaxMessageSize = 64 << 10
+	// MaxNameLength is the longest display name, in characters.
+	MaxNameLength = 64
+	// MaxPeers is how many people one room holds (full mesh).
+	MaxPeers = 4
+	// MaxSDPSize bounds the "sdp" field of offer and answer.
+	MaxSDPSize = 60 << 10
+	// MaxCandidateSize bounds a candidate's "candidate" string.
+	MaxCandidateSize = 1024
+	// MaxPayloadSize bounds the opaque "payload" of an e2ee message.
+	MaxPayloadSize = 16 << 10
+)
+
+// Message types.
+const (
+	TypeJoin       = "join"        // client → server: first message
+	TypeWelcome    = "welcome"     // server → client: joined
+	TypePeerJoined = "peer-joined" // server → client: someone joined
+	TypePeerLeft   = "peer-left"   // server → client: someone left
+	TypeOffer      = "offer"       // client ↔ client via server, addressed with to/from
+	TypeAnswer     = "answer"      // client ↔ client via server
+	TypeCandidate  = "candidate"   // client ↔ client via server
+	TypeE2EE       = "e2ee"        // client ↔ client via server: opaque end-to-end key messages
+	TypeLeave      = "leave"       // client → server: hanging up
+	TypeError      = "error"       // server → client
+)
+
+// Peer describes a participant to the others.
+type Peer struct {
+	ID   string `json:"id"`
+	Name string `json:"name"`
+}
+
+// ICEServer is one entry of RTCConfiguration.iceServers.
+type ICEServer struct {
+	URLs       []string `json:"urls"`
+	Username   string   `json:"username,omitempty"`
+	Credential string   `json:"credential,omitempty"`
+}
+
+// Candidate is an RTCIceCandidateInit.
+type Candidate struct {
+	Candidate        string  `json:"candidate"`
+	SDPMid           *string `json:"sdpMid,omitempty"`
+	SDPMLineIndex    *uint16 `json:"sdpMLineIndex,omitempty"`
+	UsernameFragment *string `json:"usernameFragment,omitempty"`
+}
+
+// Message is the union of every message's fields; Type says which apply.
+type Message struct {
+	Type string `json:"type"`
+
+	// join
+	Version int    `json:"version,omitempty"`
+	Room    string `json:"room,omitempty"`
+	Name    string `json:"name,omitempty"`
+
+	// welcome
+	ID         string      `json:"id,omitempty"`
+	Peers      []Peer      `json:"peers,omitempty"`
+	ICEServers []ICEServer `json:"iceServers,omitempty"`
+	MaxPeers   int         `json:"maxPeers,omitempty"`
+
+	// peer-joined
+	Peer *Peer `json:"peer,omitempty"`
+
+	// addressed messages: client sets To, the server replaces it with From
+	To   string `json:"to,omitempty"`
+	From string `json:"from,omitempty"`
+
+	// offer, answer
+	SDP string `json:"sdp,omitempty"`
+	// candidate; null means end of candidates
+	Candidate *Candidate `json:"candidate,omitempty"`
+	// e2ee: opaque to the server
+	Payload json.RawMessage `json:"payload,omitempty"`
+
+	// peer-left
+	Reason string `json:"reason,omitempty"`
+
+	// error
+	Code    string `json:"code,omitempty"`
+	Message string `json:"message,omitempty"`
+}
+
+// DecodeMessage parses and checks one client message. It never panics; every
+// failure is a *ProtocolError with code bad-message or unknown-type.
+func DecodeMessage(data []byte) (*Message, error) {
+	if len(data) > MaxMessageSize {
+		return nil, protoErr(CodeBadMessage, fmt.Sprintf("Message over %d bytes.", MaxMessageSize), ErrBadMessage)
+	}
+	if !utf8.Valid(data) {
+		return nil, protoErr(CodeBadMessage, "Message is not valid UTF-8.", ErrBadMessage)
+	}
+	var m Message
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&m); err != nil {
+		return nil, protoErr(CodeBadMessage, "Message is not a valid JSON object of this protocol: "+clip(err.Error(), 200), ErrBadMessage)
+	}
+	if dec.More() {
+		return nil, protoErr(CodeBadMessage, "Only one JSON object per message.", ErrBadMessage)
+	}
+	bad := func(format string, args ...any) (*Message, error) {
+		return nil, protoErr(CodeBadMessage, fmt.Sprintf(format, args...), ErrBadMessage)
+	}
+	switch m.Type {
+	case TypeJoin:
+		if m.Room == "" {
+			return bad("join needs a room.")
+		}
+		if len(m.Room) > 64 {
+			return bad("Room id too long.")
+		}
+	case TypeOffer, TypeAnswer:
+		if m.To == "" {
+			return bad("%s needs a \"to\" peer id.", m.Type)
+		}
+		if m.SDP == "" || len(m.SDP) > MaxSDPSize {
+			return bad("%s needs an sdp of at most %d bytes.", m.Type, MaxSDPSize)
+		}
+	case TypeCandidate:
+		if m.To == "" {
+			return bad("candidate needs a \"to\" peer id.")
+		}
+		if m.Candidate != nil && len(m.Candidate.Candidate) > MaxCandidateSize {
+			return bad("candidate over %d bytes.", MaxCandidateSize)
+		}
+	case TypeE2EE:
+		if len(m.Payload) == 0 || len(m.Payload) > MaxPayloadSize {
+			return bad("e2ee needs a payload of at most %d bytes.", MaxPayloadSize)
+		}
+	case TypeLeave:
+	case "":
+		return bad("Message has no \"type\".")
+	default:
+		return nil, protoErr(CodeUnknownType, fmt.Sprintf("Unknown message type %q.", clip(m.Type, 40)), ErrUnknownType)
+	}
+	if m.From != "" {
+		return bad("\"from\" is set by the server, not the client.")
+	}
+	return &m, nil
+}
+
+// CleanName checks and normalises a display name: surrounding space
+// trimmed, inner runs of space folded to one, 1..MaxNameLength characters,
+// no control or format characters (which include bidirectional overrides).
+func CleanName(s string) (string, error) {
+	s = strings.Join(strings.Fields(s), " ")
+	if s == "" {
+		return "", protoErr(CodeBadName, "Please enter your name.", ErrBadName)
+	}
+	if utf8.RuneCountInString(s) > MaxNameLength {
+		return "", protoErr(CodeBadName, fmt.Sprintf("Your name can be at most %d characters.", MaxNameLength), ErrBadName)
+	}
+	for _, r := range s {
+		if r == utf8.RuneError || unicode.IsControl(r) || unicode.Is(unicode.Cf, r) || !unicode.IsPrint(r) && r != ' ' {
+			return "", protoErr(CodeBadName, "Your name contains characters that cannot be shown. Please use letters, digits and punctuation.", ErrBadName)
+		}
+	}
+	return s, nil
+}
+
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
+}

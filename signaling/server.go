@@ -1,0 +1,268 @@
+// Package signaling is Parley's call broker: it creates rooms, admits up to
+// MaxPeers participants to each over a WebSocket, and relays their offers,
+// answers, ICE candidates and opaque end-to-end key messages. It never sees
+// media or media keys. The wire protocol is in protocol.go and
+// docs/protocol.md.
+package signaling
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// Config configures a Server. Zero fields take the defaults noted.
+type Config struct {
+	// PublicURL is the base URL users open (e.g. https://call.example.com);
+	// empty means the page's own origin, from each request.
+	PublicURL string
+	// AllowedOrigins are extra origins (scheme://host[:port]) that may open
+	// the WebSocket besides the page's own.
+	AllowedOrigins []string
+	// ICEServers returns the ICE servers (with fresh TURN credentials) for a
+	// participant joining through request r. Nil means none.
+	ICEServers func(r *http.Request, peerID string) []ICEServer
+	// MaxRooms bounds the rooms held at once (default 10000).
+	MaxRooms int
+	// RoomsPerIP bounds rooms created per IP per hour (default 60).
+	RoomsPerIP int
+	// RoomTTL forgets a room nobody has been in for this long (default 7 days).
+	RoomTTL time.Duration
+	// MessagesPerSecond and MessageBurst bound each connection's message
+	// rate (defaults 20 and 100: a join sends a burst of candidates).
+	MessagesPerSecond float64
+	MessageBurst      int
+	// PingInterval is the keepalive interval (default 20 s); a connection
+	// with no pong for 2.5 intervals is closed.
+	PingInterval time.Duration
+	// WriteTimeout bounds each write (default 10 s).
+	WriteTimeout time.Duration
+}
+
+// Server is the signaling service. Create it with New; it is an
+// http.Handler for /ws and /api/rooms.
+type Server struct {
+	cfg    Config
+	log    *slog.Logger
+	rooms  *registry
+	up     websocket.Upgrader
+	mux    *http.ServeMux
+	mu     sync.Mutex
+	conns  map[*client]struct{}
+	closed bool
+	wg     sync.WaitGroup
+}
+
+// New returns a Server.
+func New(cfg Config, logger *slog.Logger) *Server {
+	if cfg.MaxRooms <= 0 {
+		cfg.MaxRooms = 10000
+	}
+	if cfg.RoomsPerIP <= 0 {
+		cfg.RoomsPerIP = 60
+	}
+	if cfg.RoomTTL <= 0 {
+		cfg.RoomTTL = 7 * 24 * time.Hour
+	}
+	if cfg.MessagesPerSecond <= 0 {
+		cfg.MessagesPerSecond = 20
+	}
+	if cfg.MessageBurst <= 0 {
+		cfg.MessageBurst = 100
+	}
+	if cfg.PingInterval <= 0 {
+		cfg.PingInterval = 20 * time.Second
+	}
+	if cfg.WriteTimeout <= 0 {
+		cfg.WriteTimeout = 10 * time.Second
+	}
+	if cfg.ICEServers == nil {
+		cfg.ICEServers = func(*http.Request, string) []ICEServer { return nil }
+	}
+	for i, o := range cfg.AllowedOrigins {
+		cfg.AllowedOrigins[i] = strings.ToLower(strings.TrimSuffix(o, "/"))
+	}
+	s := &Server{
+		cfg:   cfg,
+		log:   logger,
+		rooms: newRegistry(cfg.MaxRooms, cfg.RoomsPerIP, cfg.RoomTTL),
+		conns: map[*client]struct{}{},
+	}
+	s.up = websocket.Upgrader{
+		ReadBufferSize:  4096,
+		WriteBufferSize: 4096,
+		CheckOrigin:     s.checkOrigin,
+		Error: func(w http.ResponseWriter, r *http.Request, status int, reason error) {
+			code := CodeBadMessage
+			if status == http.StatusForbidden {
+				code = CodeOriginForbidden
+			}
+			writeJSON(w, status, map[string]string{"error": code, "message": reason.Error()})
+		},
+	}
+	s.mux = http.NewServeMux()
+	s.mux.HandleFunc("GET /ws", s.serveWS)
+	s.mux.HandleFunc("POST /api/rooms", s.createRoom)
+	s.mux.HandleFunc("GET /api/rooms/{id}", s.roomInfo)
+	return s
+}
+
+// ServeHTTP serves GET /ws, POST /api/rooms and GET /api/rooms/{id}.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+// Rooms returns how many rooms the server holds.
+func (s *Server) Rooms() int { return s.rooms.count() }
+
+// Connections returns how many WebSockets are open.
+func (s *Server) Connections() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conns)
+}
+
+// Shutdown tells every participant the server is going away (close 1001)
+// and waits for the connections to end, or for ctx.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closed = true
+	for c := range s.conns {
+		c.closeWith(websocket.CloseGoingAway, "The server is restarting. Please rejoin in a moment.")
+	}
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// RoomResponse is the answer to POST /api/rooms.
+type RoomResponse struct {
+	ID  string `json:"id"`
+	URL string `json:"url"`
+}
+
+func (s *Server) createRoom(w http.ResponseWriter, r *http.Request) {
+	if !s.sameOrigin(r) {
+		httpError(w, protoErr(CodeOriginForbidden, "Rooms can only be created from this site's own page.", nil))
+		return
+	}
+	rm, err := s.rooms.create(clientIP(r))
+	if err != nil {
+		s.log.Info("room creation refused", "ip", clientIP(r), "err", err)
+		httpError(w, err)
+		return
+	}
+	s.log.Debug("room created")
+	writeJSON(w, http.StatusCreated, RoomResponse{ID: rm.id, URL: "/c/" + rm.id})
+}
+
+// RoomInfo is the answer to GET /api/rooms/{id}.
+type RoomInfo struct {
+	ID           string `json:"id"`
+	Participants int    `json:"participants"`
+	MaxPeers     int    `json:"maxPeers"`
+}
+
+func (s *Server) roomInfo(w http.ResponseWriter, r *http.Request) {
+	rm, err := s.rooms.get(r.PathValue("id"))
+	if err != nil {
+		httpError(w, err)
+		return
+	}
+	rm.mu.Lock()
+	n := len(rm.peers)
+	rm.mu.Unlock()
+	writeJSON(w, http.StatusOK, RoomInfo{ID: rm.id, Participants: n, MaxPeers: MaxPeers})
+}
+
+// checkOrigin admits a WebSocket whose Origin is the page's own (the
+// request's Host or PublicURL) or listed in AllowedOrigins. Requests without
+// an Origin header come from non-browser clients, which an origin check
+// cannot restrict anyway.
+func (s *Server) checkOrigin(r *http.Request) bool {
+	return s.sameOrigin(r)
+}
+
+func (s *Server) sameOrigin(r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return true
+	}
+	o := strings.ToLower(origin)
+	for _, a := range s.cfg.AllowedOrigins {
+		if o == a {
+			return true
+		}
+	}
+	u, err := url.Parse(o)
+	if err != nil {
+		return false
+	}
+	if s.cfg.PublicURL != "" {
+		if p, err := url.Parse(strings.ToLower(s.cfg.PublicURL)); err == nil && p.Scheme == u.Scheme && p.Host == u.Host {
+			return true
+		}
+	}
+	return strings.EqualFold(u.Host, r.Host)
+}
+
+func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	closed := s.closed
+	s.mu.Unlock()
+	if closed {
+		http.Error(w, "shutting down", http.StatusServiceUnavailable)
+		return
+	}
+	ws, err := s.up.Upgrade(w, r, nil)
+	if err != nil {
+		s.log.Info("websocket upgrade refused", "origin", r.Header.Get("Origin"), "err", err)
+		return
+	}
+	c := newClient(s, ws, r)
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		ws.Close()
+		return
+	}
+	s.conns[c] = struct{}{}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	go func() {
+		defer s.wg.Done()
+		c.run()
+		s.mu.Lock()
+		delete(s.conns, c)
+		s.mu.Unlock()
+	}()
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}
+
+// clientIP is the remote address without port. Parley does not trust
+// X-Forwarded-For: behind a reverse proxy, per-IP limits apply to the proxy.
+func clientIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}

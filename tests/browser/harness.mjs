@@ -1,0 +1,235 @@
+// Test harness for Parley's browser tests: builds and runs the real binary
+// on loopback, drives Debian's Chromium through playwright-core with fake
+// camera and microphone, and reads what a person would see (decoded
+// frames, audio samples, text on screen) from the pages.
+import { spawn, execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { createSocket } from 'node:dgram';
+import { tmpdir } from 'node:os';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+export const repo = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+export const CHROMIUM = process.env.PARLEY_CHROMIUM || '/usr/bin/chromium';
+
+let binary = '';
+/** Builds cmd/parley once per test process. */
+export function buildParley() {
+  if (binary) return binary;
+  const dir = mkdtempSync(join(tmpdir(), 'parley-bin-'));
+  binary = join(dir, 'parley');
+  execFileSync('go', ['build', '-o', binary, './cmd/parley'], { cwd: repo, stdio: 'inherit' });
+  return binary;
+}
+
+/** A free TCP port on 127.0.0.1 that is also free for UDP. */
+export async function freePort() {
+  for (;;) {
+    const port = await new Promise((resolve, reject) => {
+      const s = createServer();
+      s.once('error', reject);
+      s.listen(0, '127.0.0.1', () => {
+        const p = /** @type {import('node:net').AddressInfo} */ (s.address()).port;
+        s.close(() => resolve(p));
+      });
+    });
+    const udpFree = await new Promise((resolve) => {
+      const u = createSocket('udp4');
+      u.once('error', () => resolve(false));
+      u.bind(port, '127.0.0.1', () => u.close(() => resolve(true)));
+    });
+    if (udpFree) return port;
+  }
+}
+
+/**
+ * Starts Parley on loopback. Extra flags are appended.
+ * @param {string[]} [extra]
+ */
+export async function startParley(extra = []) {
+  const bin = buildParley();
+  const http = await freePort();
+  const turnPort = await freePort();
+  const metrics = await freePort();
+  const args = [
+    '-listen', `127.0.0.1:${http}`, '-turn-listen', `127.0.0.1:${turnPort}`, '-turn-public-ip', '127.0.0.1',
+    '-metrics-listen', `127.0.0.1:${metrics}`, '-log-level', 'debug', ...extra,
+  ];
+  const proc = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  let logs = '';
+  proc.stdout.on('data', (d) => { logs += d; });
+  proc.stderr.on('data', (d) => { logs += d; });
+  const base = `http://127.0.0.1:${http}`;
+  const deadline = Date.now() + 20000;
+  for (;;) {
+    try {
+      const r = await fetch(base + '/healthz');
+      if (r.ok) break;
+    } catch {}
+    if (proc.exitCode !== null || Date.now() > deadline) throw new Error('parley did not start:\n' + logs);
+    await sleep(100);
+  }
+  return {
+    base, turnPort, proc,
+    get logs() { return logs; },
+    async room() {
+      const r = await fetch(base + '/api/rooms', { method: 'POST' });
+      if (r.status !== 201) throw new Error('room creation: ' + r.status);
+      return /** @type {{id: string, url: string}} */ (await r.json());
+    },
+    /** Prometheus metrics as a name → value map (first sample of each name). */
+    async metrics() {
+      const text = await (await fetch(`http://127.0.0.1:${metrics}/metrics`)).text();
+      /** @type {Record<string, number>} */
+      const out = {};
+      for (const line of text.split('\n')) {
+        const m = /^([a-z_]+)(?:\{[^}]*\})? ([0-9.e+-]+)$/.exec(line);
+        if (m && !(m[1] in out)) out[m[1]] = Number(m[2]);
+      }
+      return out;
+    },
+    async stop() {
+      if (proc.exitCode === null) {
+        proc.kill('SIGTERM');
+        await new Promise((r) => proc.once('exit', r));
+      }
+    },
+  };
+}
+
+export const sleep = (/** @type {number} */ ms) => new Promise((r) => setTimeout(r, ms));
+
+// Recorded in every page before its scripts run: each RTCPeerConnection the
+// app makes, so tests can read getStats like chrome://webrtc-internals does.
+const recordPeerConnections = () => {
+  const Orig = window.RTCPeerConnection;
+  /** @type {RTCPeerConnection[]} */
+  const pcs = [];
+  // @ts-ignore
+  window.__pcs = pcs;
+  // @ts-ignore
+  window.RTCPeerConnection = function (...args) {
+    // @ts-ignore
+    const pc = new Orig(...args);
+    pcs.push(pc);
+    return pc;
+  };
+  window.RTCPeerConnection.prototype = Orig.prototype;
+  Object.setPrototypeOf(window.RTCPeerConnection, Orig);
+};
+
+/**
+ * Launches one participant: a separate Chromium with its own profile and a
+ * fake camera (640x480, 20 fps) and microphone (a beep).
+ * @param {{args?: string[]}} [opts]
+ */
+export async function launchBrowser(opts = {}) {
+  const dir = mkdtempSync(join(tmpdir(), 'parley-chromium-'));
+  const ctx = await chromium.launchPersistentContext(dir, {
+    executablePath: CHROMIUM,
+    headless: false,
+    ignoreDefaultArgs: ['--headless'],
+    args: [
+      '--headless=new', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync',
+      '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
+      '--allow-loopback-in-peer-connection', '--autoplay-policy=no-user-gesture-required',
+      ...(opts.args || []),
+    ],
+  });
+  await ctx.addInitScript(recordPeerConnections);
+  const page = ctx.pages()[0] || (await ctx.newPage());
+  /** @type {string[]} */
+  const consoleLines = [];
+  page.on('console', (m) => consoleLines.push(`[${m.type()}] ${m.text()}`));
+  page.on('pageerror', (e) => consoleLines.push(`[pageerror] ${e.message}`));
+  return {
+    ctx, page, consoleLines,
+    async close() {
+      await ctx.close().catch(() => {});
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/**
+ * Per-connection media statistics of a page: for each RTCPeerConnection
+ * the inbound video/audio counters, what it sends, and the selected
+ * candidate pair's types.
+ * @param {import('playwright-core').Page} page
+ */
+export async function mediaStats(page) {
+  return page.evaluate(async () => {
+    // @ts-ignore
+    const pcs = /** @type {RTCPeerConnection[]} */ (window.__pcs || []);
+    const out = [];
+    for (const pc of pcs) {
+      if (pc.connectionState === 'closed') continue;
+      const rep = await pc.getStats();
+      const s = {
+        state: pc.connectionState,
+        videoFramesDecoded: 0, videoFramesReceived: 0, audioSamples: 0, audioEnergy: 0,
+        outVideoBytes: 0, outAudioBytes: 0, outVideo: false,
+        localType: '', remoteType: '', relayProtocol: '',
+        sendersVideoTracks: pc.getSenders().filter((x) => x.track && x.track.kind === 'video').length,
+      };
+      /** @type {Map<string, any>} */
+      const byId = new Map();
+      rep.forEach((r) => byId.set(r.id, r));
+      rep.forEach((r) => {
+        if (r.type === 'inbound-rtp' && r.kind === 'video') {
+          s.videoFramesDecoded += r.framesDecoded || 0;
+          s.videoFramesReceived += r.framesReceived || 0;
+        }
+        if (r.type === 'inbound-rtp' && r.kind === 'audio') {
+          s.audioSamples += r.totalSamplesReceived || 0;
+          s.audioEnergy += r.totalAudioEnergy || 0;
+        }
+        if (r.type === 'outbound-rtp' && r.kind === 'video') { s.outVideo = true; s.outVideoBytes += r.bytesSent || 0; }
+        if (r.type === 'outbound-rtp' && r.kind === 'audio') s.outAudioBytes += r.bytesSent || 0;
+        if (r.type === 'transport' && r.selectedCandidatePairId) {
+          const pair = byId.get(r.selectedCandidatePairId);
+          if (pair) {
+            const l = byId.get(pair.localCandidateId);
+            const rm = byId.get(pair.remoteCandidateId);
+            s.localType = l?.candidateType || '';
+            s.remoteType = rm?.candidateType || '';
+            s.relayProtocol = l?.relayProtocol || '';
+          }
+        }
+      });
+      out.push(s);
+    }
+    return out;
+  });
+}
+
+/**
+ * Polls until check(stats) is true, or fails with the last stats.
+ * @param {import('playwright-core').Page} page
+ * @param {(s: Awaited<ReturnType<typeof mediaStats>>) => boolean} check
+ * @param {string} what
+ * @param {number} [timeoutMs]
+ */
+export async function waitForStats(page, check, what, timeoutMs = 30000) {
+  const deadline = Date.now() + timeoutMs;
+  let last;
+  for (;;) {
+    last = await mediaStats(page);
+    if (check(last)) return last;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; last stats: ${JSON.stringify(last)}`);
+    await sleep(500);
+  }
+}
+
+/**
+ * Opens the call page with the URL contract and waits until joined.
+ * @param {Awaited<ReturnType<typeof launchBrowser>>} b
+ * @param {string} url
+ */
+export async function joinCall(b, url) {
+  await b.page.goto(url);
+  await b.page.locator('#call').waitFor({ state: 'visible', timeout: 20000 });
+}

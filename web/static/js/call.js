@@ -1,0 +1,441 @@
+// @ts-check
+// The call page UI: pre-join screen, then the call. Talks to the server
+// only through CallSession (session.js) and SignalingClient (protocol.js).
+//
+// URL contract (kiosks and tests rely on it):
+//   /c/<room>?name=<display name>&join=1  joins at once, skipping the pre-join click
+//   &audio=1                               joins audio-only (no camera)
+//   &relay=1                               sends all media through the TURN relay (hides your IP address)
+// The fragment (#...) is reserved for end-to-end keys and never sent to the server.
+
+import { CallSession } from './session.js';
+import { socketURL, SignalingError } from './protocol.js';
+
+/**
+ * @param {string} id
+ * @returns {HTMLElement}
+ */
+function el(id) {
+  const e = document.getElementById(id);
+  if (!e) throw new Error('missing #' + id);
+  return e;
+}
+const $video = (/** @type {string} */ id) => /** @type {HTMLVideoElement} */ (el(id));
+const $input = (/** @type {string} */ id) => /** @type {HTMLInputElement} */ (el(id));
+const $select = (/** @type {string} */ id) => /** @type {HTMLSelectElement} */ (el(id));
+const $button = (/** @type {string} */ id) => /** @type {HTMLButtonElement} */ (el(id));
+
+const roomId = decodeURIComponent(location.pathname.replace(/^\/c\//, '').replace(/\/$/, ''));
+const params = new URLSearchParams(location.search);
+const opts = {
+  name: params.get('name') || '',
+  autoJoin: params.get('join') === '1',
+  audioOnly: params.get('audio') === '1',
+  relay: params.get('relay') === '1',
+};
+
+/** @type {MediaStream|null} */
+let preview = null;
+/** @type {CallSession|null} */
+let session = null;
+
+// ---- messages in plain words ----
+
+/**
+ * Shows an error with an optional action button.
+ * @param {string} text
+ * @param {{label: string, run: () => void}} [action]
+ */
+function showError(text, action) {
+  el('error-text').textContent = text;
+  const b = $button('error-action');
+  if (action) {
+    b.textContent = action.label;
+    b.onclick = () => { el('error').hidden = true; action.run(); };
+    b.hidden = false;
+  } else {
+    b.hidden = true;
+  }
+  el('error').hidden = false;
+}
+
+function clearError() { el('error').hidden = true; }
+
+/** @param {string} text */
+function status(text) { el('status').textContent = text; }
+
+/**
+ * Explains a getUserMedia failure.
+ * @param {unknown} e
+ */
+function mediaErrorText(e) {
+  const name = e instanceof DOMException ? e.name : '';
+  switch (name) {
+    case 'NotAllowedError':
+    case 'SecurityError':
+      return 'Your browser blocked the camera and microphone. Click the camera icon in the address bar, choose "Allow", then press "Try again".';
+    case 'NotFoundError':
+    case 'OverconstrainedError':
+      return 'No camera or microphone was found. Plug one in and press "Try again", or choose "Audio only".';
+    case 'NotReadableError':
+    case 'AbortError':
+      return 'Your camera or microphone is being used by another program. Close that program, then press "Try again".';
+    default:
+      return 'The camera and microphone could not be started. Press "Try again"; if it keeps failing, try another browser.';
+  }
+}
+
+/**
+ * Gets the microphone and, unless audio-only, the camera. Falls back to
+ * audio-only when only the camera fails.
+ * @param {{audioOnly: boolean, camId?: string, micId?: string}} o
+ * @returns {Promise<{stream: MediaStream, note: string}>}
+ */
+async function getMedia(o) {
+  if (!navigator.mediaDevices?.getUserMedia) {
+    throw new Error('This page needs a secure connection (https) and a current browser to use your camera and microphone.');
+  }
+  /** @type {MediaTrackConstraints} */
+  const audio = { echoCancellation: true, noiseSuppression: true, autoGainControl: true };
+  if (o.micId) audio.deviceId = { exact: o.micId };
+  /** @type {MediaTrackConstraints} */
+  const video = { width: { ideal: 640 }, height: { ideal: 480 }, frameRate: { ideal: 20, max: 30 } };
+  if (o.camId) video.deviceId = { exact: o.camId };
+  if (o.audioOnly) return { stream: await navigator.mediaDevices.getUserMedia({ audio }), note: '' };
+  try {
+    return { stream: await navigator.mediaDevices.getUserMedia({ audio, video }), note: '' };
+  } catch (e) {
+    const name = e instanceof DOMException ? e.name : '';
+    if (name === 'NotFoundError' || name === 'NotReadableError' || name === 'OverconstrainedError') {
+      const stream = await navigator.mediaDevices.getUserMedia({ audio });
+      return { stream, note: 'Your camera is not available, so you will join with audio only.' };
+    }
+    throw e;
+  }
+}
+
+/** Fills the device pickers. */
+async function listDevices() {
+  const devices = await navigator.mediaDevices.enumerateDevices();
+  const fill = (/** @type {HTMLSelectElement} */ sel, /** @type {string} */ kind, /** @type {string} */ current) => {
+    sel.replaceChildren();
+    let n = 0;
+    for (const d of devices) {
+      if (d.kind !== kind) continue;
+      n++;
+      const opt = document.createElement('option');
+      opt.value = d.deviceId;
+      opt.textContent = d.label || (kind === 'videoinput' ? `Camera ${n}` : `Microphone ${n}`);
+      if (d.deviceId === current) opt.selected = true;
+      sel.append(opt);
+    }
+    if (n === 0) {
+      const opt = document.createElement('option');
+      opt.textContent = kind === 'videoinput' ? 'No camera found' : 'No microphone found';
+      opt.value = '';
+      sel.append(opt);
+    }
+  };
+  const stream = session ? session.stream : preview;
+  const cam = stream?.getVideoTracks()[0]?.getSettings().deviceId || '';
+  const mic = stream?.getAudioTracks()[0]?.getSettings().deviceId || '';
+  fill($select('camera-select'), 'videoinput', cam);
+  fill($select('mic-select'), 'audioinput', mic);
+  fill($select('call-camera-select'), 'videoinput', cam);
+  fill($select('call-mic-select'), 'audioinput', mic);
+}
+
+// ---- pre-join ----
+
+async function startPreview() {
+  clearError();
+  const audioOnly = $input('audio-only').checked;
+  if (preview) for (const t of preview.getTracks()) t.stop();
+  preview = null;
+  try {
+    const { stream, note } = await getMedia({
+      audioOnly,
+      camId: $select('camera-select').value || undefined,
+      micId: $select('mic-select').value || undefined,
+    });
+    preview = stream;
+    $video('preview').srcObject = stream;
+    el('preview-note').textContent = note || (audioOnly ? 'Audio only: your camera stays off.' : '');
+    if (note) $input('audio-only').checked = true;
+    await listDevices();
+  } catch (e) {
+    showError(e instanceof Error && !(e instanceof DOMException) ? e.message : mediaErrorText(e), { label: 'Try again', run: startPreview });
+  }
+}
+
+async function checkRoom() {
+  try {
+    const res = await fetch('/api/rooms/' + encodeURIComponent(roomId));
+    if (res.status === 404) {
+      return 'This call link is not valid any more. Ask the person who sent it for a new link.';
+    }
+    if (!res.ok) return '';
+    /** @type {{participants: number, maxPeers: number}} */
+    const info = await res.json();
+    if (info.participants >= info.maxPeers) {
+      return 'This call already has the most people it can hold. Ask the organiser to start a new call.';
+    }
+    return '';
+  } catch {
+    throw new SignalingError('unreachable', 'Cannot reach the Parley server. Check your internet connection and try again.');
+  }
+}
+
+async function init() {
+  $input('name').value = opts.name;
+  $input('audio-only').checked = opts.audioOnly;
+  $input('relay').checked = opts.relay;
+  let problem = '';
+  try {
+    problem = await checkRoom();
+  } catch (e) {
+    showError(e instanceof Error ? e.message : String(e), { label: 'Try again', run: () => location.reload() });
+    return;
+  }
+  if (problem) {
+    el('prejoin').hidden = true;
+    showError(problem);
+    return;
+  }
+  if (opts.autoJoin && opts.name.trim()) {
+    await joinCall();
+    return;
+  }
+  await startPreview();
+  $input('audio-only').addEventListener('change', startPreview);
+  $select('camera-select').addEventListener('change', startPreview);
+  $select('mic-select').addEventListener('change', startPreview);
+  el('join-form').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    joinCall();
+  });
+  $input('name').focus();
+}
+
+// ---- the call ----
+
+async function joinCall() {
+  clearError();
+  const name = $input('name').value.trim();
+  if (!name) {
+    showError('Please enter your name so the others know who you are.');
+    $input('name').focus();
+    return;
+  }
+  const audioOnly = $input('audio-only').checked;
+  const relay = $input('relay').checked;
+  $button('join').disabled = true;
+  status('Joining…');
+  let stream = preview;
+  preview = null;
+  if (!stream) {
+    try {
+      const got = await getMedia({ audioOnly });
+      stream = got.stream;
+      if (got.note) status(got.note);
+    } catch (e) {
+      $button('join').disabled = false;
+      status('');
+      showError(e instanceof Error && !(e instanceof DOMException) ? e.message : mediaErrorText(e), { label: 'Try again', run: joinCall });
+      return;
+    }
+  }
+  const s = new CallSession({ room: roomId, name, stream, relay, wsURL: socketURL(location) }, {
+    onRemoteAdded: addTile,
+    onRemoteUpdated: updateTile,
+    onRemoteRemoved: (r, reason) => {
+      removeTile(r.id);
+      if (reason !== 'hangup') status(`${r.name} left the call.`);
+    },
+    onNotice: status,
+    onFatal: (e) => {
+      showError(e.message + ' Your call may go on for now, but nobody new can join.', { label: 'Rejoin', run: rejoin });
+    },
+  });
+  session = s;
+  try {
+    await s.join();
+  } catch (e) {
+    session = null;
+    for (const t of stream.getTracks()) t.stop();
+    $button('join').disabled = false;
+    status('');
+    const msg = e instanceof Error ? e.message : String(e);
+    const code = e instanceof SignalingError ? e.code : '';
+    if (code === 'unreachable') showError(msg, { label: 'Try again', run: joinCall });
+    else showError(msg);
+    return;
+  }
+  el('prejoin').hidden = true;
+  el('call').hidden = false;
+  $video('local-video').srcObject = stream;
+  el('local-tile').classList.toggle('audio-only', stream.getVideoTracks().length === 0);
+  $button('camera').disabled = stream.getVideoTracks().length === 0;
+  el('local-state').textContent = relay ? '(through the relay)' : '';
+  status(relay ? 'You are in the call. Your media goes through the relay, so others do not see your IP address.' : 'You are in the call.');
+  refreshWaiting();
+  listDevices().catch(() => {});
+}
+
+function rejoin() {
+  const p = new URLSearchParams(location.search);
+  p.set('join', '1');
+  if (session) p.set('name', session.name);
+  location.replace(location.pathname + '?' + p.toString() + location.hash);
+}
+
+const stateText = /** @type {Record<string, string>} */ ({
+  new: 'Connecting…', connecting: 'Connecting…', connected: 'Connected',
+  disconnected: 'Reconnecting…', failed: 'Connection failed: check your network', closed: 'Left',
+});
+
+/** @param {import('./session.js').Remote} r */
+function addTile(r) {
+  const fig = document.createElement('figure');
+  fig.className = 'tile remote';
+  fig.id = 'tile-' + r.id;
+  fig.dataset.peer = r.id;
+  const video = document.createElement('video');
+  video.autoplay = true;
+  video.playsInline = true;
+  video.setAttribute('aria-label', `Video of ${r.name}`);
+  video.srcObject = r.stream;
+  const cap = document.createElement('figcaption');
+  const who = document.createElement('span');
+  who.className = 'who';
+  who.textContent = r.name;
+  const st = document.createElement('span');
+  st.className = 'state';
+  st.setAttribute('role', 'status');
+  cap.append(who, ' ', st);
+  fig.append(video, cap);
+  el('tiles').append(fig);
+  updateTile(r);
+  refreshWaiting();
+}
+
+/** @param {import('./session.js').Remote} r */
+function updateTile(r) {
+  const fig = document.getElementById('tile-' + r.id);
+  if (!fig) return;
+  const video = /** @type {HTMLVideoElement} */ (fig.querySelector('video'));
+  if (video.srcObject !== r.stream) video.srcObject = r.stream;
+  fig.classList.toggle('audio-only', r.stream.getVideoTracks().length === 0);
+  const st = /** @type {HTMLElement} */ (fig.querySelector('.state'));
+  let text = stateText[r.state] || r.state;
+  if (r.state === 'failed' && session?.relay) text = 'Could not connect through the relay: your network may block it';
+  st.textContent = text;
+  st.classList.toggle('bad', r.state === 'failed' || r.state === 'disconnected');
+  if (video.paused && r.stream.getTracks().length) {
+    video.play().catch(() => { $button('sound').hidden = false; });
+  }
+}
+
+/** @param {string} id */
+function removeTile(id) {
+  document.getElementById('tile-' + id)?.remove();
+  refreshWaiting();
+}
+
+function refreshWaiting() {
+  el('waiting').hidden = !session || session.remotes.size > 0;
+}
+
+$button('sound').addEventListener('click', () => {
+  for (const v of document.querySelectorAll('.tile.remote video')) /** @type {HTMLVideoElement} */ (v).play().catch(() => {});
+  $button('sound').hidden = true;
+});
+
+$button('mute').addEventListener('click', () => {
+  if (!session) return;
+  const track = session.stream.getAudioTracks()[0];
+  if (!track) return;
+  track.enabled = !track.enabled;
+  const muted = !track.enabled;
+  $button('mute').setAttribute('aria-pressed', String(muted));
+  $button('mute').textContent = muted ? 'Unmute' : 'Mute';
+  status(muted ? 'Your microphone is off.' : 'Your microphone is on.');
+});
+
+$button('camera').addEventListener('click', async () => {
+  if (!session) return;
+  const b = $button('camera');
+  const on = session.stream.getVideoTracks().length > 0;
+  b.disabled = true;
+  try {
+    if (on) {
+      await session.replaceTrack('video', null);
+      status('Your camera is off.');
+    } else {
+      const camId = $select('call-camera-select').value || undefined;
+      const s = await navigator.mediaDevices.getUserMedia({ video: camId ? { deviceId: { exact: camId } } : { width: 640, height: 480 } });
+      await session.replaceTrack('video', s.getVideoTracks()[0]);
+      status('Your camera is on.');
+    }
+    b.setAttribute('aria-pressed', String(on));
+    b.textContent = on ? 'Camera on' : 'Camera off';
+    $video('local-video').srcObject = session.stream;
+    el('local-tile').classList.toggle('audio-only', on);
+  } catch (e) {
+    showError(mediaErrorText(e));
+  } finally {
+    b.disabled = false;
+  }
+});
+
+$button('devices').addEventListener('click', () => {
+  const panel = el('device-panel');
+  panel.hidden = !panel.hidden;
+  $button('devices').setAttribute('aria-expanded', String(!panel.hidden));
+  if (!panel.hidden) listDevices().catch(() => {});
+});
+
+/**
+ * @param {'audio'|'video'} kind
+ * @param {string} deviceId
+ */
+async function switchDevice(kind, deviceId) {
+  if (!session || !deviceId) return;
+  if (kind === 'video' && session.stream.getVideoTracks().length === 0) return;
+  try {
+    const s = await navigator.mediaDevices.getUserMedia(kind === 'audio'
+      ? { audio: { deviceId: { exact: deviceId }, echoCancellation: true, noiseSuppression: true } }
+      : { video: { deviceId: { exact: deviceId }, width: { ideal: 640 }, height: { ideal: 480 } } });
+    const track = kind === 'audio' ? s.getAudioTracks()[0] : s.getVideoTracks()[0];
+    if (kind === 'audio') {
+      const old = session.stream.getAudioTracks()[0];
+      if (old) track.enabled = old.enabled;
+    }
+    await session.replaceTrack(kind, track);
+    $video('local-video').srcObject = session.stream;
+    status(kind === 'audio' ? 'Microphone switched.' : 'Camera switched.');
+  } catch (e) {
+    showError(mediaErrorText(e));
+  }
+}
+$select('call-camera-select').addEventListener('change', () => switchDevice('video', $select('call-camera-select').value));
+$select('call-mic-select').addEventListener('change', () => switchDevice('audio', $select('call-mic-select').value));
+
+$button('hangup').addEventListener('click', () => {
+  if (!session) return;
+  session.leave();
+  const name = session.name;
+  session = null;
+  for (const t of el('tiles').querySelectorAll('.tile.remote')) t.remove();
+  el('call').hidden = true;
+  el('ended').hidden = false;
+  const p = new URLSearchParams(location.search);
+  p.set('join', '1');
+  p.set('name', name);
+  /** @type {HTMLAnchorElement} */ (el('rejoin')).href = location.pathname + '?' + p.toString() + location.hash;
+  status('You left the call.');
+});
+
+window.addEventListener('pagehide', () => { session?.leave(); });
+
+init().catch((e) => showError(e instanceof Error ? e.message : String(e)));

@@ -1,0 +1,50 @@
+// @ts-check
+// The landing page: "Start a consultation" creates a room and shows its link.
+
+/** @param {string} id */
+function el(id) {
+  const e = document.getElementById(id);
+  if (!e) throw new Error('missing #' + id);
+  return e;
+}
+
+const start = /** @type {HTMLButtonElement} */ (el('start'));
+const link = /** @type {HTMLInputElement} */ (el('link'));
+const errorBox = el('error');
+
+start.addEventListener('click', async () => {
+  start.disabled = true;
+  errorBox.hidden = true;
+  try {
+    const res = await fetch('/api/rooms', { method: 'POST' });
+    /** @type {{id?: string, url?: string, message?: string}} */
+    const body = await res.json().catch(() => ({}));
+    if (!res.ok || !body.url) {
+      throw new Error(body.message || 'The server could not create a consultation. Please try again.');
+    }
+    const url = new URL(body.url, location.origin);
+    link.value = url.href;
+    /** @type {HTMLAnchorElement} */ (el('open')).href = url.pathname + url.search + url.hash;
+    el('created').hidden = false;
+    start.hidden = true;
+    link.focus();
+    link.select();
+  } catch (e) {
+    const msg = e instanceof TypeError
+      ? 'Cannot reach the Parley server. Check your internet connection and try again.'
+      : (e instanceof Error ? e.message : String(e));
+    errorBox.textContent = msg;
+    errorBox.hidden = false;
+    start.disabled = false;
+  }
+});
+
+el('copy').addEventListener('click', async () => {
+  try {
+    await navigator.clipboard.writeText(link.value);
+    el('copied').textContent = 'Link copied. Paste it into an email or message.';
+  } catch {
+    link.select();
+    el('copied').textContent = 'Select the link and copy it (Ctrl+C, or long-press on a phone).';
+  }
+});

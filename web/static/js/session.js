@@ -1,0 +1,236 @@
+// @ts-check
+// A call session: local media, one RTCPeerConnection per other participant
+// (full mesh), negotiation through the SignalingClient. No DOM here: the UI
+// (call.js) listens to the callbacks.
+
+import { SignalingClient, SignalingError } from './protocol.js';
+
+/**
+ * @typedef {import('./protocol.js').Message} Message
+ * @typedef {import('./protocol.js').Welcome} Welcome
+ * @typedef {{
+ *   id: string, name: string, pc: RTCPeerConnection, stream: MediaStream, polite: boolean,
+ *   makingOffer: boolean, ignoreOffer: boolean, pendingCandidates: RTCIceCandidateInit[],
+ *   state: string, restartTimer: number
+ * }} Remote
+ * @typedef {{
+ *   onRemoteAdded?: (r: Remote) => void,
+ *   onRemoteUpdated?: (r: Remote) => void,
+ *   onRemoteRemoved?: (r: Remote, reason: string) => void,
+ *   onNotice?: (text: string) => void,
+ *   onFatal?: (e: SignalingError) => void,
+ * }} SessionEvents
+ */
+
+export class CallSession {
+  /**
+   * @param {{room: string, name: string, stream: MediaStream, relay: boolean, wsURL: string}} opts
+   * @param {SessionEvents} events
+   */
+  constructor(opts, events) {
+    this.room = opts.room;
+    this.name = opts.name;
+    this.stream = opts.stream;
+    this.relay = opts.relay;
+    this.events = events;
+    this.sig = new SignalingClient(opts.wsURL);
+    /** @type {Map<string, Remote>} */
+    this.remotes = new Map();
+    this.myId = '';
+    /** @type {RTCIceServer[]} */
+    this.iceServers = [];
+    this.ended = false;
+    /** Names learnt from peer-joined, for the peers that will call us. @type {Map<string, string>} */
+    this.names = new Map();
+  }
+
+  /** Joins the room and calls everyone already there. */
+  async join() {
+    const sig = this.sig;
+    sig.on('peer-joined', (m) => {
+      if (!m.peer) return;
+      this.names.set(m.peer.id, m.peer.name);
+      this.events.onNotice?.(`${m.peer.name} is joining the call…`);
+    });
+    sig.on('peer-left', (m) => this.removeRemote(m.id || '', m.reason || 'left'));
+    sig.on('offer', (m) => this.onDescription(m, 'offer'));
+    sig.on('answer', (m) => this.onDescription(m, 'answer'));
+    sig.on('candidate', (m) => this.onCandidate(m));
+    sig.on('error', (m) => {
+      if (m.code === 'unknown-peer') return; // a peer left while we were talking to it
+      this.events.onNotice?.(m.message || 'The server reported an error.');
+    });
+    sig.onclose = (e) => { if (!this.ended) this.events.onFatal?.(e); };
+
+    const welcome = await sig.join(this.room, this.name);
+    this.myId = welcome.id;
+    this.iceServers = welcome.iceServers || [];
+    // The newcomer makes the offers: adding our tracks fires
+    // negotiationneeded on each new connection.
+    for (const p of welcome.peers || []) this.addRemote(p.id, p.name, true);
+    return welcome;
+  }
+
+  /**
+   * @param {string} id
+   * @param {string} name
+   * @param {boolean} withTracks add our tracks now (we offer)
+   */
+  addRemote(id, name, withTracks) {
+    const pc = new RTCPeerConnection({
+      iceServers: this.iceServers,
+      iceTransportPolicy: this.relay ? 'relay' : 'all',
+      bundlePolicy: 'max-bundle',
+    });
+    /** @type {Remote} */
+    const r = {
+      id, name, pc, stream: new MediaStream(), polite: this.myId > id,
+      makingOffer: false, ignoreOffer: false, pendingCandidates: [], state: 'connecting', restartTimer: 0,
+    };
+    this.remotes.set(id, r);
+
+    pc.ontrack = (ev) => {
+      if (!r.stream.getTracks().includes(ev.track)) r.stream.addTrack(ev.track);
+      this.events.onRemoteUpdated?.(r);
+    };
+    pc.onicecandidate = (ev) => {
+      this.sig.send({ type: 'candidate', to: id, candidate: ev.candidate ? ev.candidate.toJSON() : null });
+    };
+    pc.onnegotiationneeded = async () => {
+      try {
+        r.makingOffer = true;
+        await pc.setLocalDescription();
+        const d = pc.localDescription;
+        if (d) this.sig.send({ type: 'offer', to: id, sdp: d.sdp });
+      } catch (e) {
+        console.warn('offer failed', e);
+      } finally {
+        r.makingOffer = false;
+      }
+    };
+    pc.onconnectionstatechange = () => {
+      r.state = pc.connectionState;
+      if (pc.connectionState === 'failed') {
+        // Try an ICE restart once the network settles; the impolite side
+        // leads so both do not restart at once.
+        if (!r.polite) pc.restartIce();
+      }
+      this.events.onRemoteUpdated?.(r);
+    };
+    if (withTracks) this.addLocalTracks(r);
+    this.events.onRemoteAdded?.(r);
+    return r;
+  }
+
+  /**
+   * Adds our tracks: audio, then video (or a receive-only video
+   * transceiver when we send no video, so the m-lines keep one order).
+   * @param {Remote} r
+   */
+  addLocalTracks(r) {
+    const pc = r.pc;
+    for (const kind of ['audio', 'video']) {
+      const track = this.stream.getTracks().find((t) => t.kind === kind);
+      if (track) {
+        // addTrack reuses a transceiver the remote offer created, if any.
+        pc.addTrack(track, this.stream);
+      } else if (!pc.getTransceivers().some((t) => t.receiver.track.kind === kind)) {
+        pc.addTransceiver(kind, { direction: 'recvonly' });
+      }
+    }
+  }
+
+  /**
+   * @param {Message} m
+   * @param {'offer'|'answer'} type
+   */
+  async onDescription(m, type) {
+    const from = m.from || '';
+    let r = this.remotes.get(from);
+    if (!r) {
+      if (type !== 'offer') return;
+      r = this.addRemote(from, this.nameOf(from), false);
+    }
+    const pc = r.pc;
+    try {
+      const collision = type === 'offer' && (r.makingOffer || pc.signalingState !== 'stable');
+      r.ignoreOffer = !r.polite && collision;
+      if (r.ignoreOffer) return;
+      await pc.setRemoteDescription({ type, sdp: m.sdp });
+      for (const c of r.pendingCandidates.splice(0)) await pc.addIceCandidate(c).catch(() => {});
+      if (type === 'offer') {
+        this.addLocalTracks(r);
+        await pc.setLocalDescription();
+        const d = pc.localDescription;
+        if (d) this.sig.send({ type: 'answer', to: from, sdp: d.sdp });
+      }
+    } catch (e) {
+      console.warn('negotiation failed', e);
+      this.events.onNotice?.(`Could not set up the connection with ${r.name}.`);
+    }
+  }
+
+  /** @param {Message} m */
+  async onCandidate(m) {
+    const r = this.remotes.get(m.from || '');
+    if (!r) return;
+    const c = m.candidate || { candidate: '' };
+    if (!r.pc.remoteDescription) {
+      r.pendingCandidates.push(c);
+      return;
+    }
+    try {
+      await r.pc.addIceCandidate(c);
+    } catch (e) {
+      if (!r.ignoreOffer) console.warn('bad candidate', e);
+    }
+  }
+
+  /** @param {string} id */
+  nameOf(id) {
+    return this.names.get(id) || 'Guest';
+  }
+
+  /**
+   * @param {string} id
+   * @param {string} reason
+   */
+  removeRemote(id, reason) {
+    const r = this.remotes.get(id);
+    if (!r) return;
+    this.remotes.delete(id);
+    r.pc.close();
+    this.events.onRemoteRemoved?.(r, reason);
+  }
+
+  /**
+   * Replaces our outgoing track of one kind on every connection (device
+   * switch, camera on/off). A null track sends nothing.
+   * @param {'audio'|'video'} kind
+   * @param {MediaStreamTrack|null} track
+   */
+  async replaceTrack(kind, track) {
+    for (const old of kind === 'audio' ? this.stream.getAudioTracks() : this.stream.getVideoTracks()) {
+      if (old !== track) {
+        this.stream.removeTrack(old);
+        old.stop();
+      }
+    }
+    if (track) this.stream.addTrack(track);
+    const jobs = [];
+    for (const r of this.remotes.values()) {
+      for (const t of r.pc.getTransceivers()) {
+        if (t.receiver.track.kind === kind && t.sender) jobs.push(t.sender.replaceTrack(track));
+      }
+    }
+    await Promise.all(jobs);
+  }
+
+  /** Hangs up: tells the others and closes every connection. */
+  leave() {
+    this.ended = true;
+    this.sig.leave();
+    for (const id of [...this.remotes.keys()]) this.removeRemote(id, 'hangup');
+    for (const t of this.stream.getTracks()) t.stop();
+  }
+}
