@@ -74,7 +74,10 @@ test('parseVectorsJson keeps 64-bit integers exact', () => {
 });
 
 test('Parley ratchet vectors (Go <-> JS)', { skip: PARLEY_VECTORS ? false : 'e2ee/testdata/parley-ratchet-vectors.json does not exist yet' }, async (t) => {
-  const cases = listVectors(readFileSync(PARLEY_VECTORS, 'utf8'));
+  const text = readFileSync(PARLEY_VECTORS, 'utf8');
+  const doc = parseVectorsJson(text);
+  if (doc.ratchet_label_hex !== undefined) assert.equal(doc.ratchet_label_hex, bytesToHex(enc.encode('SFrame 1.0 Ratchet')));
+  const cases = listVectors(text);
   assert.ok(cases.length > 0, 'no vectors in the file');
   for (const c of cases) await t.test(c.name, c.run);
 });

@@ -18,9 +18,12 @@
 //                     and index, generation, step (checked against makeKid).
 //                     base_key is the key fed to the key schedule for that KID
 //                     (already ratcheted if the KID's step is not 0).
-//   ratchet           {cipher_suite, base_key, steps: [hex, ...]}: steps[i] is the
-//                     base key after i + 1 ratchets (RFC 9605 §5.1). A chain that
-//                     starts with base_key itself (`chain` or `steps`) is also accepted.
+//   vectors           Parley's Go <-> JS ratchet chains (e2ee/testdata/parley-ratchet-vectors.json,
+//                     written by e2ee/ratchet_test.go): {cipher_suite, index, generation,
+//                     base_key, steps: [{step, base_key, kid, sframe_secret, sframe_key,
+//                     sframe_salt, frame: {kid, ctr, metadata, nonce, aad, pt, ct}}]} where
+//                     steps[i].base_key = Ratchet^step(base_key) (RFC 9605 §5.1) and
+//                     kid = makeKid(index, generation, step). One case per step.
 //
 // Other top-level values that are not arrays (e.g. "source") are ignored; an
 // unknown array section is reported as a failure rather than skipped.
@@ -273,23 +276,31 @@ async function checkSFrame(v) {
   expectEqual('stats.replay', rx.stats.replay, 1);
 }
 
-/** @param {Record<string, unknown>} v */
-async function checkRatchet(v) {
-  const suite = intField(v, 'cipher_suite');
-  const field = Array.isArray(v.steps) ? 'steps' : Array.isArray(v.chain) ? 'chain' : null;
-  if (!field) throw new Error('ratchet vector needs a "steps" (or "chain") array of hex keys');
-  const chain = /** @type {unknown[]} */ (v[field]).map((x, i) => {
-    if (typeof x !== 'string') throw new Error(`${field}[${i}] is not a hex string`);
-    return hexToBytes(x);
-  });
-  let cur = hexField(v, 'base_key');
-  let start = 0;
-  if (chain.length > 0 && bytesToHex(chain[0]) === bytesToHex(cur)) start = 1; // chain includes the starting key
-  if (chain.length - start < 1) throw new Error('ratchet vector has no steps');
-  for (let i = start; i < chain.length; i++) {
-    cur = await ratchet(suite, cur);
-    expectBytes(`${field}[${i}]`, cur, chain[i]);
-  }
+/**
+ * One step of a Parley ratchet chain: the ratcheted base key, the KID, the key
+ * schedule under that KID, and a frame sealed with it.
+ * @param {Record<string, unknown>} chain
+ * @param {Record<string, unknown>} st
+ */
+async function checkChainStep(chain, st) {
+  const suite = intField(chain, 'cipher_suite');
+  const index = intField(chain, 'index');
+  const generation = intField(chain, 'generation');
+  const step = intField(st, 'step');
+  let key = hexField(chain, 'base_key');
+  for (let i = 0; i < step; i++) key = await ratchet(suite, key);
+  expectBytes(`base_key after ${step} ratchets`, key, hexField(st, 'base_key'));
+  const kid = makeKid(index, generation, step);
+  expectEqual('kid = makeKid(index, generation, step)', kid, bigField(st, 'kid'));
+  const m = await deriveKeySalt(suite, kid, key);
+  if ('sframe_secret' in st) expectBytes('sframe_secret', m.secret, hexField(st, 'sframe_secret'));
+  if ('sframe_key' in st) expectBytes('sframe_key', m.key, hexField(st, 'sframe_key'));
+  if ('sframe_salt' in st) expectBytes('sframe_salt', m.salt, hexField(st, 'sframe_salt'));
+  const frame = st.frame;
+  if (frame === undefined) return;
+  if (!isObject(frame)) throw new Error('frame is not an object');
+  expectEqual('frame.kid', bigField(frame, 'kid'), kid);
+  await checkSFrame({ ...frame, cipher_suite: suite, base_key: bytesToHex(key), index, generation, step });
 }
 
 /** @type {Record<string, (v: Record<string, unknown>) => Promise<void>>} */
@@ -298,7 +309,6 @@ const SECTIONS = {
   aes_ctr_hmac: (v) => checkCtrHmac(v, SUITES),
   aes_256_ctr_hmac: (v) => checkCtrHmac(v, EXTRA_CTR_HMAC),
   sframe: checkSFrame,
-  ratchet: checkRatchet,
 };
 
 /**
@@ -339,6 +349,23 @@ export function listVectors(vectorsJson) {
   const cases = [];
   for (const [section, list] of Object.entries(doc)) {
     if (!Array.isArray(list)) continue; // "source", comments, ...
+    if (section === 'vectors') {
+      list.forEach((chain, i) => {
+        const steps = isObject(chain) && Array.isArray(chain.steps) ? chain.steps : [undefined];
+        steps.forEach((st, j) => {
+          const name = `${caseName(section, i, chain)}${isObject(st) && 'step' in st ? ` step ${String(st.step)}` : ` [${j}]`}`;
+          cases.push({
+            name,
+            run: async () => {
+              if (!isObject(chain)) throw new Error('chain is not an object');
+              if (!isObject(st)) throw new Error('chain needs a "steps" array of objects');
+              await checkChainStep(chain, st);
+            },
+          });
+        });
+      });
+      continue;
+    }
     const check = Object.prototype.hasOwnProperty.call(SECTIONS, section) ? SECTIONS[section] : undefined;
     if (!check) {
       cases.push({ name: section, run: async () => { throw new Error(`unknown vector section "${section}"`); } });
