@@ -64,10 +64,23 @@ func newClient(s *Server, ws *websocket.Conn, r *http.Request) *client {
 
 func (c *client) run() {
 	go c.writer()
+	readFailed := false
 	defer func() {
 		c.leaveRoom("disconnected")
 		c.closeWith(websocket.CloseNormalClosure, "")
 		<-c.done
+		if !readFailed {
+			// We ended the connection: read (and drop) until the client
+			// answers our close frame, so that closing the socket with
+			// unread data does not reset the connection and lose the
+			// close frame and the error before it.
+			c.ws.SetReadDeadline(time.Now().Add(2 * time.Second))
+			for {
+				if _, _, err := c.ws.NextReader(); err != nil {
+					break
+				}
+			}
+		}
 		c.ws.Close()
 	}()
 
@@ -82,6 +95,7 @@ func (c *client) run() {
 	for {
 		kind, data, err := c.ws.ReadMessage()
 		if err != nil {
+			readFailed = true
 			var ce *websocket.CloseError
 			switch {
 			case errors.Is(err, websocket.ErrReadLimit):
