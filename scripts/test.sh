@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Runs Parley's whole test suite on a fresh Debian machine with Go:
+# installs what the tests need (Debian chromium, coturn's test client when
+# later tests need it, npm packages), then go vet, the Go tests, the JS type
+# check, the JS unit tests and the browser tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n=== %s ===\n' "$*"; }
+
+need_apt=()
+[ -x /usr/bin/chromium ] || need_apt+=(chromium)
+command -v nft >/dev/null 2>&1 || need_apt+=(nftables)
+command -v node >/dev/null 2>&1 || need_apt+=(nodejs npm)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  step "installing Debian packages: ${need_apt[*]}"
+  SUDO=; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+step "npm packages (playwright-core, typescript; no browser download)"
+if [ ! -d node_modules/playwright-core ] || [ ! -d node_modules/typescript ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error
+fi
+
+step "gofmt"
+unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './node_modules/*'))
+if [ -n "$unformatted" ]; then echo "gofmt would change: $unformatted"; exit 1; fi
+
+step "go vet"
+go vet ./...
+
+step "go test"
+go test -count=1 ./...
+
+step "tsc --noEmit (checkJs)"
+npx tsc --noEmit -p tsconfig.json
+
+step "JS unit tests (node --test)"
+node --test e2ee/
+
+step "browser tests (Chromium)"
+node --test --test-concurrency=1 --test-timeout=600000 tests/browser/
+
+echo
+echo "All Parley tests passed."
