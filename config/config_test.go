@@ -1,0 +1,114 @@
+package config
+
+import (
+	"errors"
+	"flag"
+	"io"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func env(m map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
+}
+
+func writeFile(t *testing.T, s string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "parley.json")
+	if err := os.WriteFile(p, []byte(s), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestDefaults(t *testing.T) {
+	c, err := Load(nil, env(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Listen != ":8080" || c.TURNListen != ":3478" || c.TURNCredTTL != time.Hour || c.TURNSecret != "" {
+		t.Fatalf("defaults: %+v", c)
+	}
+}
+
+func TestPrecedence(t *testing.T) {
+	file := writeFile(t, `{"listen": ":1111", "turn-listen": ":2222", "turn-relay-ports": "50000-50010", "turn-allow-peer": ["10.0.0.0/8"], "max-rooms": 5}`)
+	c, err := Load([]string{"-config", file, "-turn-listen", ":4444", "-turn-allow-peer", "127.0.0.0/8", "-turn-allow-peer", "::1"},
+		env(map[string]string{"PARLEY_LISTEN": ":3333", "PARLEY_TURN_LISTEN": ":9999", "PARLEY_TURN_PUBLIC_IP": "203.0.113.7"}), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Listen != ":3333" {
+		t.Errorf("env should beat file: listen=%s", c.Listen)
+	}
+	if c.TURNListen != ":4444" {
+		t.Errorf("flag should beat env: turn-listen=%s", c.TURNListen)
+	}
+	if c.TURNRelayMin != 50000 || c.TURNRelayMax != 50010 || c.MaxRooms != 5 {
+		t.Errorf("file values lost: %+v", c)
+	}
+	if c.TURNPublicIP != netip.MustParseAddr("203.0.113.7") {
+		t.Errorf("env public ip: %v", c.TURNPublicIP)
+	}
+	want := []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
+	if len(c.TURNAllowPeers) != 2 || c.TURNAllowPeers[0] != want[0] || c.TURNAllowPeers[1] != want[1] {
+		t.Errorf("flags replace the file's list: %v", c.TURNAllowPeers)
+	}
+	c, err = Load(nil, env(map[string]string{"PARLEY_CONFIG": file, "PARLEY_TURN_ALLOW_PEER": "192.168.0.0/16, 172.16.0.0/12"}), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Listen != ":1111" || len(c.TURNAllowPeers) != 2 || c.TURNAllowPeers[1] != netip.MustParsePrefix("172.16.0.0/12") {
+		t.Errorf("PARLEY_CONFIG and list env: %+v", c)
+	}
+}
+
+func TestErrorsNameTheField(t *testing.T) {
+	cases := []struct {
+		args []string
+		env  map[string]string
+		file string
+		want string
+	}{
+		{args: []string{"-listen", "nope"}, want: "-listen"},
+		{args: []string{"-turn-relay-ports", "5000-4000"}, want: "-turn-relay-ports"},
+		{args: []string{"-turn-allow-peer", "10.0.0.0/33"}, want: "-turn-allow-peer"},
+		{args: []string{"-turn-secret", "short"}, want: "turn-secret"},
+		{args: []string{"-turn-public-ip", "0.0.0.0"}, want: "turn-public-ip"},
+		{args: []string{"-turn-credential-ttl", "100h"}, want: "turn-credential-ttl"},
+		{args: []string{"-log-level", "loud"}, want: "-log-level"},
+		{args: []string{"-public-url", "call.example.com"}, want: "-public-url"},
+		{env: map[string]string{"PARLEY_MAX_ROOMS": "many"}, want: "PARLEY_MAX_ROOMS"},
+		{file: `{"turn-listen": ":1", "colour": "blue"}`, want: `unknown key "colour"`},
+		{file: `{"turn-allow-peer": "10.0.0.0/8"}`, want: "turn-allow-peer"},
+		{file: `{"listen": `, want: "parley.json"},
+		{args: []string{"stray"}, want: "unexpected argument"},
+	}
+	for _, tc := range cases {
+		args := tc.args
+		if tc.file != "" {
+			args = append([]string{"-config", writeFile(t, tc.file)}, args...)
+		}
+		_, err := Load(args, env(tc.env), io.Discard)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v %v %s: error %v, want it to name %q", tc.args, tc.env, tc.file, err, tc.want)
+		}
+	}
+}
+
+func TestHelp(t *testing.T) {
+	var out strings.Builder
+	_, err := Load([]string{"--help"}, env(nil), &out)
+	if !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("help: %v", err)
+	}
+	for _, name := range []string{"-listen", "-public-url", "-turn-listen", "-turn-public-ip", "-turn-relay-ports", "-turn-secret", "-turn-allow-peer", "-log-level", "PARLEY_TURN_SECRET"} {
+		if !strings.Contains(out.String(), name) {
+			t.Errorf("help does not explain %s", name)
+		}
+	}
+}
