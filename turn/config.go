@@ -2,6 +2,7 @@ package turn
 
 import (
 	"net/netip"
+	"slices"
 	"strconv"
 	"time"
 )
@@ -109,10 +110,16 @@ func (c *Config) Validate() error {
 		return &configError{"CredentialTTL", "must not be negative"}
 	}
 
+	c.AllowPeers = slices.Clone(c.AllowPeers) // normalized below; the caller's slice stays as is
 	for i, p := range c.AllowPeers {
 		if !p.IsValid() {
 			return &configError{"AllowPeers", "invalid prefix at index " + strconv.Itoa(i)}
 		}
+		// Peers are compared unmapped: write ::ffff:10.0.0.0/104 as 10.0.0.0/8.
+		if p.Addr().Is4In6() && p.Bits() >= 96 {
+			p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+		}
+		c.AllowPeers[i] = p.Masked()
 	}
 
 	return nil

@@ -140,6 +140,20 @@ func TestValidate(t *testing.T) {
 			t.Errorf("defaults not filled: %+v", cfg)
 		}
 	})
+	t.Run("AllowPeers normalized", func(t *testing.T) {
+		cfg := baseConfig()
+		given := []netip.Prefix{netip.MustParsePrefix("::ffff:10.1.2.3/104"), netip.MustParsePrefix("192.168.7.9/24")}
+		cfg.AllowPeers = given
+		if err := cfg.Validate(); err != nil {
+			t.Fatal(err)
+		}
+		if got := cfg.AllowPeers; got[0].String() != "10.0.0.0/8" || got[1].String() != "192.168.7.0/24" {
+			t.Errorf("AllowPeers = %v, want [10.0.0.0/8 192.168.7.0/24]", got)
+		}
+		if given[0].String() != "::ffff:10.1.2.3/104" {
+			t.Errorf("Validate changed the caller's slice: %v", given)
+		}
+	})
 	for _, tc := range []struct {
 		name   string
 		modify func(*Config)
@@ -200,17 +214,20 @@ func TestSetSocketBuffers(t *testing.T) {
 // TestLogBridge checks the mapping of pion's levels onto slog.
 func TestLogBridge(t *testing.T) {
 	var buf bytes.Buffer
-	l := slogFactory{slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))}.NewLogger("turn")
+	l := slogFactory{l: slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))}.NewLogger("turn")
 	l.Tracef("trace %d", 1)
+	l.Trace("trace")
 	l.Debugf("debug %d", 2)
 	l.Infof("info %d", 3)
 	l.Warnf("warn %d", 4)
 	l.Errorf("error %d", 5)
+	l.Warn("plain warn")
 	out := buf.String()
 	if strings.Contains(out, "trace") {
 		t.Error("trace was logged")
 	}
 	for _, want := range []string{
+		`level=WARN msg="plain warn" component=turn`,
 		`level=DEBUG msg="debug 2" component=turn`,
 		`level=INFO msg="info 3" component=turn`,
 		`level=WARN msg="warn 4" component=turn`,
@@ -220,4 +237,23 @@ func TestLogBridge(t *testing.T) {
 			t.Errorf("log lacks %q:\n%s", want, out)
 		}
 	}
+
+	t.Run("limited", func(t *testing.T) {
+		var buf bytes.Buffer
+		f := slogFactory{
+			l:   slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug})),
+			lim: &logLimiter{perWindow: 3, window: time.Hour},
+		}
+		l := f.NewLogger("turn")
+		for i := range 10 {
+			l.Infof("flood %d", i)
+			l.Debugf("debug %d", i)
+		}
+		if n := strings.Count(buf.String(), "flood"); n != 3 {
+			t.Errorf("%d Info lines logged, want 3 (the limit)", n)
+		}
+		if n := strings.Count(buf.String(), "debug"); n != 10 {
+			t.Errorf("%d Debug lines logged, want all 10", n)
+		}
+	})
 }

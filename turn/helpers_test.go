@@ -37,6 +37,8 @@ func testLogger(t testing.TB) *slog.Logger {
 	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo}))
 }
 
+func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
 // baseConfig is a valid config advertising 127.0.0.1 and binding relays on
 // loopback only, so that nothing can leave the machine.
 func baseConfig() Config {
@@ -49,6 +51,7 @@ func baseConfig() Config {
 
 type testServer struct {
 	*Server
+	udp     *net.UDPConn // the TURN/UDP socket given to New
 	udpAddr *net.UDPAddr
 	tcpAddr *net.TCPAddr
 }
@@ -56,6 +59,12 @@ type testServer struct {
 // startServer runs a server with one UDP socket and one TCP listener on
 // 127.0.0.1, closed at the end of the test.
 func startServer(t testing.TB, cfg Config, logger *slog.Logger) *testServer {
+	t.Helper()
+	return startServerClock(t, cfg, logger, time.Now)
+}
+
+// startServerClock is startServer with a clock for credential expiry.
+func startServerClock(t testing.TB, cfg Config, logger *slog.Logger, now func() time.Time) *testServer {
 	t.Helper()
 	pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
@@ -68,18 +77,25 @@ func startServer(t testing.TB, cfg Config, logger *slog.Logger) *testServer {
 	if logger == nil {
 		logger = testLogger(t)
 	}
-	s, err := New(cfg, logger, []net.PacketConn{pc}, []net.Listener{ln})
+	s, err := newServer(cfg, logger, []net.PacketConn{pc}, []net.Listener{ln}, now)
 	if err != nil {
 		_ = pc.Close()
 		_ = ln.Close()
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = s.Close() })
-	return &testServer{Server: s, udpAddr: pc.LocalAddr().(*net.UDPAddr), tcpAddr: ln.Addr().(*net.TCPAddr)}
+	return &testServer{Server: s, udp: pc, udpAddr: pc.LocalAddr().(*net.UDPAddr), tcpAddr: ln.Addr().(*net.TCPAddr)}
 }
 
 // newClient makes a pion TURN client over UDP from 127.0.0.1.
 func newClient(t testing.TB, server *net.UDPAddr, username, password string) *pionturn.Client {
+	t.Helper()
+	c, _ := newClientConn(t, server, username, password)
+	return c
+}
+
+// newClientConn is newClient that also returns the client's UDP socket.
+func newClientConn(t testing.TB, server *net.UDPAddr, username, password string) (*pionturn.Client, *net.UDPConn) {
 	t.Helper()
 	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
@@ -91,7 +107,7 @@ func newClient(t testing.TB, server *net.UDPAddr, username, password string) *pi
 		Conn:           conn,
 		Username:       username,
 		Password:       password,
-		LoggerFactory:  slogFactory{slog.New(slog.DiscardHandler)},
+		LoggerFactory:  slogFactory{l: slog.New(slog.DiscardHandler)},
 		RTO:            200 * time.Millisecond,
 	})
 	if err != nil {
@@ -105,7 +121,7 @@ func newClient(t testing.TB, server *net.UDPAddr, username, password string) *pi
 		c.Close()
 		_ = conn.Close()
 	})
-	return c
+	return c, conn
 }
 
 // allocate makes valid credentials and an allocation for id.

@@ -12,34 +12,64 @@ import (
 
 // slogFactory bridges pion's logging.LoggerFactory onto a *slog.Logger.
 // Pion's scope becomes the "component" attribute.
-type slogFactory struct{ l *slog.Logger }
+//
+// Pion logs some conditions a remote party controls at Info, once per
+// packet (e.g. "No Permission or Channel exists" for every datagram sprayed
+// at a relay port), so lines at Info and above go through lim when it is
+// set. Debug is not limited: whoever enables it asked for volume.
+type slogFactory struct {
+	l   *slog.Logger
+	lim *logLimiter
+}
 
 func (f slogFactory) NewLogger(scope string) logging.LeveledLogger {
-	return &slogLeveled{l: f.l.With("component", scope)}
+	return &slogLeveled{l: f.l.With("component", scope), lim: f.lim}
 }
 
 // slogLeveled maps pion levels: Trace is dropped, Debug → Debug, Info →
 // Info, Warn → Warn, Error → Error. Pion logs at Debug on every relayed
 // packet, so the formatted variants check Enabled before formatting.
-type slogLeveled struct{ l *slog.Logger }
+type slogLeveled struct {
+	l   *slog.Logger
+	lim *logLimiter
+}
 
 func (s *slogLeveled) logf(level slog.Level, format string, args ...any) {
 	ctx := context.Background()
-	if !s.l.Enabled(ctx, level) {
+	if !s.l.Enabled(ctx, level) || !s.allow(ctx, level) {
 		return
 	}
 	s.l.Log(ctx, level, fmt.Sprintf(format, args...))
 }
 
+func (s *slogLeveled) log(level slog.Level, msg string) {
+	ctx := context.Background()
+	if !s.l.Enabled(ctx, level) || !s.allow(ctx, level) {
+		return
+	}
+	s.l.Log(ctx, level, msg)
+}
+
+func (s *slogLeveled) allow(ctx context.Context, level slog.Level) bool {
+	if s.lim == nil || level < slog.LevelInfo {
+		return true
+	}
+	ok, suppressed := s.lim.allow(time.Now())
+	if suppressed > 0 {
+		s.l.Log(ctx, slog.LevelWarn, "pion log lines suppressed", "count", suppressed)
+	}
+	return ok
+}
+
 func (s *slogLeveled) Trace(string)                      {}
 func (s *slogLeveled) Tracef(string, ...any)             {}
-func (s *slogLeveled) Debug(msg string)                  { s.l.Debug(msg) }
+func (s *slogLeveled) Debug(msg string)                  { s.log(slog.LevelDebug, msg) }
 func (s *slogLeveled) Debugf(format string, args ...any) { s.logf(slog.LevelDebug, format, args...) }
-func (s *slogLeveled) Info(msg string)                   { s.l.Info(msg) }
+func (s *slogLeveled) Info(msg string)                   { s.log(slog.LevelInfo, msg) }
 func (s *slogLeveled) Infof(format string, args ...any)  { s.logf(slog.LevelInfo, format, args...) }
-func (s *slogLeveled) Warn(msg string)                   { s.l.Warn(msg) }
+func (s *slogLeveled) Warn(msg string)                   { s.log(slog.LevelWarn, msg) }
 func (s *slogLeveled) Warnf(format string, args ...any)  { s.logf(slog.LevelWarn, format, args...) }
-func (s *slogLeveled) Error(msg string)                  { s.l.Error(msg) }
+func (s *slogLeveled) Error(msg string)                  { s.log(slog.LevelError, msg) }
 func (s *slogLeveled) Errorf(format string, args ...any) { s.logf(slog.LevelError, format, args...) }
 
 // logLimiter caps refusal log lines, so that a client spraying bad

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/pion/stun/v4"
 	pionturn "github.com/pion/turn/v5"
 )
 
@@ -19,6 +20,9 @@ const (
 	// (authentication and permission) to this many per window.
 	refusalLogBurst  = 20
 	refusalLogWindow = 10 * time.Second
+
+	// pionLogBurst caps pion's own lines at Info and above per window.
+	pionLogBurst = 100
 
 	// closeWait bounds how long Close waits for relay sockets to be closed
 	// by pion's allocation managers, which happens asynchronously.
@@ -31,6 +35,7 @@ type Server struct {
 	log    *slog.Logger
 	pion   *pionturn.Server
 	policy *policy
+	now    func() time.Time // clock for credential expiry
 
 	allocations        atomic.Int64
 	allocationsTotal   atomic.Uint64
@@ -67,6 +72,13 @@ type Stats struct {
 //
 // New only creates relay sockets, one per allocation.
 func New(cfg Config, logger *slog.Logger, packetConns []net.PacketConn, listeners []net.Listener) (*Server, error) {
+	return newServer(cfg, logger, packetConns, listeners, time.Now)
+}
+
+// newServer is New with a clock for credential expiry, for tests.
+func newServer(cfg Config, logger *slog.Logger, packetConns []net.PacketConn, listeners []net.Listener,
+	now func() time.Time,
+) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -92,14 +104,20 @@ func New(cfg Config, logger *slog.Logger, packetConns []net.PacketConn, listener
 		log:      logger,
 		policy:   newPolicy(&cfg, listenIPs),
 		refusals: logLimiter{perWindow: refusalLogBurst, window: refusalLogWindow},
+		now:      now,
 		tcpConns: make(map[*trackedConn]struct{}),
 	}
 
 	gen := &relayGenerator{s: s}
 	pc := pionturn.ServerConfig{
-		LoggerFactory: slogFactory{logger},
+		LoggerFactory: slogFactory{l: logger, lim: &logLimiter{perWindow: pionLogBurst, window: refusalLogWindow}},
 		Realm:         cfg.Realm,
-		AuthHandler:   s.authenticate,
+		// Relays exist only in PublicIP's family. With an IPv4 PublicIP,
+		// strict mode makes an Allocate without REQUESTED-ADDRESS-FAMILY
+		// from an IPv6 client (browsers omit it) get an IPv4 relay, as
+		// RFC 6156 says, instead of failing on an IPv6 one.
+		StrictAddressFamily: cfg.PublicIP.Is4(),
+		AuthHandler:         s.authenticate,
 		EventHandler: pionturn.EventHandler{
 			OnAuth:              s.onAuth,
 			OnAllocationCreated: s.onAllocationCreated,
@@ -203,13 +221,21 @@ func (s *Server) Stats() Stats {
 // authenticate is pion's AuthHandler. Pion calls it for every
 // authenticated request (Allocate, Refresh, CreatePermission, ChannelBind),
 // so successes are logged at Debug in onAuth only.
+//
+// The expiry is enforced on Allocate only, as coturn does (it checks
+// credentials when a session is created, coturn/coturn#774): the other
+// requests act on an allocation of the same 5-tuple and user made while the
+// credential was valid, and refusing them would cut every relayed call
+// longer than the credential lifetime when its allocation, permissions or
+// channels are next refreshed. The password is still checked on each
+// request.
 func (s *Server) authenticate(ra *pionturn.RequestAttributes) (userID string, key []byte, ok bool) {
 	expiry, id, err := parseUsername(ra.Username)
 	if err != nil {
 		s.refuseAuth(ra, "malformed", err)
 		return "", nil, false
 	}
-	if expiry < time.Now().Unix() {
+	if ra.Method == stun.MethodAllocate && expiry < s.now().Unix() {
 		s.refuseAuth(ra, "expired", nil)
 		return "", nil, false
 	}

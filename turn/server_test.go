@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -117,6 +118,45 @@ func TestAuth(t *testing.T) {
 			if strings.Contains(out, p) {
 				t.Errorf("log contains password %q", p)
 			}
+		}
+	})
+}
+
+// TestExpiryDuringAllocation checks that a credential expiring during a
+// call refuses new allocations but keeps the existing one working
+// (Refresh, CreatePermission, ChannelBind), as coturn does.
+func TestExpiryDuringAllocation(t *testing.T) {
+	var skew atomic.Int64
+	clock := func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
+	s := startServerClock(t, baseConfig(), nil, clock)
+	user, pass := Credentials(testSecret, "long-call", time.Hour, time.Now())
+	c := newClient(t, s.udpAddr, user, pass)
+	relay, err := c.Allocate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer relay.Close()
+	skew.Store(int64(2 * time.Hour)) // the credential is now an hour past its expiry
+
+	t.Run("new allocation refused", func(t *testing.T) {
+		if _, err := newClient(t, s.udpAddr, user, pass).Allocate(); err == nil {
+			t.Fatal("Allocate with an expired credential succeeded")
+		}
+	})
+	t.Run("existing allocation kept", func(t *testing.T) {
+		before := s.Stats().AuthFailures
+		// 192.0.2.1 (TEST-NET-1) is not on the deny list; nothing is sent to it.
+		if err := c.CreatePermission(&net.UDPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 9}); err != nil {
+			t.Fatalf("CreatePermission on the existing allocation: %v", err)
+		}
+		if after := s.Stats().AuthFailures; after != before {
+			t.Errorf("AuthFailures %d -> %d", before, after)
+		}
+	})
+	t.Run("wrong password still refused", func(t *testing.T) {
+		other := newClient(t, s.udpAddr, user, "bm90IHRoZSBwYXNzd29yZA==")
+		if _, err := other.Allocate(); err == nil {
+			t.Fatal("Allocate with a wrong password succeeded")
 		}
 	})
 }
@@ -393,7 +433,7 @@ func TestTCP(t *testing.T) {
 		Conn:           pionturn.NewSTUNConn(conn),
 		Username:       user,
 		Password:       pass,
-		LoggerFactory:  slogFactory{slog.New(slog.DiscardHandler)},
+		LoggerFactory:  slogFactory{l: slog.New(slog.DiscardHandler)},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -429,6 +469,7 @@ func TestTCP(t *testing.T) {
 		if n := s.policy.liveCount(); n != 0 {
 			t.Errorf("%d relay sockets open after Close", n)
 		}
+		waitFor(t, "Allocations back to 0", func() bool { return s.Stats().Allocations == 0 })
 	})
 }
 
