@@ -10,6 +10,9 @@ var (
 	// ErrNoSockets is returned by New when neither packet conns nor listeners are given.
 	ErrNoSockets = errors.New("turn: no sockets to serve on")
 
+	// ErrNilSocket is returned by New when a packet conn or listener is nil.
+	ErrNilSocket = errors.New("turn: nil socket")
+
 	// ErrMalformedUsername is returned by the username parser when a TURN
 	// username is not "<decimal unix expiry>[:<id>]".
 	ErrMalformedUsername = errors.New("turn: malformed username")

@@ -68,9 +68,8 @@ type Stats struct {
 // New starts a TURN server on the given sockets: TURN over UDP on each
 // packet conn, TURN over TCP on each listener. The server owns the sockets
 // from then on and closes them in Close; if New fails they are left open.
-// A nil logger discards logs.
-//
-// New only creates relay sockets, one per allocation.
+// A nil logger discards logs. The only sockets the server opens itself are
+// relay sockets, one per allocation.
 func New(cfg Config, logger *slog.Logger, packetConns []net.PacketConn, listeners []net.Listener) (*Server, error) {
 	return newServer(cfg, logger, packetConns, listeners, time.Now)
 }
@@ -84,6 +83,9 @@ func newServer(cfg Config, logger *slog.Logger, packetConns []net.PacketConn, li
 	}
 	if len(packetConns) == 0 && len(listeners) == 0 {
 		return nil, ErrNoSockets
+	}
+	if slices.Contains(packetConns, nil) || slices.Contains(listeners, nil) {
+		return nil, ErrNilSocket
 	}
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)

@@ -479,6 +479,11 @@ func TestNewErrors(t *testing.T) {
 			t.Errorf("New without sockets: %v, want ErrNoSockets", err)
 		}
 	})
+	t.Run("nil socket", func(t *testing.T) {
+		if _, err := New(baseConfig(), nil, []net.PacketConn{nil}, nil); !errors.Is(err, ErrNilSocket) {
+			t.Errorf("New with a nil packet conn: %v, want ErrNilSocket", err)
+		}
+	})
 	t.Run("invalid config", func(t *testing.T) {
 		pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
 		if err != nil {
@@ -489,6 +494,34 @@ func TestNewErrors(t *testing.T) {
 		cfg.Secret = nil
 		if _, err := New(cfg, nil, []net.PacketConn{pc}, nil); !errors.Is(err, ErrInvalidConfig) {
 			t.Errorf("New with no secret: %v, want ErrInvalidConfig", err)
+		}
+	})
+}
+
+// TestRelayPortRange checks that relay ports come from the configured
+// range and that an exhausted range refuses the allocation.
+func TestRelayPortRange(t *testing.T) {
+	// A one-port range on a port just seen free.
+	probe, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := uint16(probe.LocalAddr().(*net.UDPAddr).Port)
+	_ = probe.Close()
+
+	cfg := baseConfig()
+	cfg.RelayPortMin, cfg.RelayPortMax = port, port
+	s := startServer(t, cfg, nil)
+	relay := allocate(t, s, "ranged") // held until the end of the test
+	t.Run("in range", func(t *testing.T) {
+		if got := relay.LocalAddr().(*net.UDPAddr).Port; got != int(port) {
+			t.Errorf("relay port %d, want %d", got, port)
+		}
+	})
+	t.Run("range exhausted", func(t *testing.T) {
+		user, pass := Credentials(testSecret, "second", time.Hour, time.Now())
+		if _, err := newClient(t, s.udpAddr, user, pass).Allocate(); err == nil {
+			t.Fatal("second allocation in a one-port range succeeded")
 		}
 	})
 }
