@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/parleyhq/parley/config"
+	"github.com/parleyhq/parley/e2ee"
 	"github.com/parleyhq/parley/signaling"
 	"github.com/parleyhq/parley/turn"
 	"github.com/parleyhq/parley/web"
@@ -102,7 +103,7 @@ func New(cfg config.Config, logger *slog.Logger, ln Listeners) (*Server, error) 
 	mux := http.NewServeMux()
 	mux.Handle("/ws", s.sig)
 	mux.Handle("/api/", s.sig)
-	mux.Handle("/", web.Handler(map[string]fs.FS{}))
+	mux.Handle("/", web.Handler(map[string]fs.FS{"e2ee": e2ee.Browser}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
 		w.Write([]byte("ok\n"))
