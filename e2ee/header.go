@@ -1,6 +1,10 @@
 package e2ee
 
-import "math/bits"
+import (
+	"encoding/binary"
+	"math/bits"
+	"slices"
+)
 
 // SFrame header, RFC 9605 §4.3.
 //
@@ -44,14 +48,14 @@ func AppendHeader(dst []byte, kid, ctr uint64) []byte {
 		cl = minLen(ctr)
 		cfg |= hdrY | byte(cl-1)
 	}
-	dst = append(dst, cfg)
-	for i := kl - 1; i >= 0; i-- {
-		dst = append(dst, byte(kid>>(8*i)))
-	}
-	for i := cl - 1; i >= 0; i-- {
-		dst = append(dst, byte(ctr>>(8*i)))
-	}
-	return dst
+	n := len(dst)
+	dst = slices.Grow(dst, MaxHeaderLen)[:n+MaxHeaderLen]
+	dst[n] = cfg
+	// Write each value as 8 bytes, shifted so its significant bytes come
+	// first, then cut to length (a shift by 64 gives 0 in Go).
+	binary.BigEndian.PutUint64(dst[n+1:], kid<<(64-8*kl))
+	binary.BigEndian.PutUint64(dst[n+1+kl:], ctr<<(64-8*cl))
+	return dst[:n+1+kl+cl]
 }
 
 // HeaderLen returns the length of the header AppendHeader writes for kid

@@ -111,7 +111,7 @@ func makeParleyVectors(t testing.TB) *parleyVectors {
 			}
 			fr := frames[step]
 			pt := []byte(fmt.Sprintf("Parley ratchet vector: suite 0x%04x, generation %d, step %d", uint16(in.suite), in.gen, step))
-			sc := getScratch(&snd.salt, fr.ctr, AppendHeader(nil, kid, fr.ctr), fr.md)
+			sc := nonceAndAAD(&snd.salt, fr.ctr, AppendHeader(nil, kid, fr.ctr), fr.md)
 			v.Steps = append(v.Steps, parleyStep{
 				Step: step, BaseKey: key, KID: kid,
 				SFrameSecret: km.secret, SFrameKey: km.key, SFrameSalt: km.salt,
@@ -228,7 +228,7 @@ func TestParleyRatchetVectors(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				sc := getScratch(&snd.salt, f.CTR, AppendHeader(nil, f.KID, f.CTR), f.Metadata)
+				sc := nonceAndAAD(&snd.salt, f.CTR, AppendHeader(nil, f.KID, f.CTR), f.Metadata)
 				if !bytes.Equal(sc.nonce[:], f.Nonce) || !bytes.Equal(sc.aad, f.AAD) {
 					t.Errorf("nonce %x aad %x", sc.nonce, sc.aad)
 				}

@@ -34,14 +34,14 @@ type scratch struct {
 
 var scratchPool = sync.Pool{New: func() any { return &scratch{aad: make([]byte, 0, 256)} }}
 
-func getScratch(salt *[nonceLen]byte, ctr uint64, hdr, metadata []byte) *scratch {
+// getScratch returns a scratch holding the nonce for ctr and an empty AAD.
+func getScratch(salt *[nonceLen]byte, ctr uint64) *scratch {
 	sc := scratchPool.Get().(*scratch)
 	// nonce = sframe_salt XOR CTR, the CTR as an Nn-byte big-endian integer
 	// (RFC 9605 §4.4.3); a 64-bit CTR only touches the last 8 bytes.
 	sc.nonce = *salt
 	binary.BigEndian.PutUint64(sc.nonce[nonceLen-8:], binary.BigEndian.Uint64(salt[nonceLen-8:])^ctr)
-	// AAD = header || metadata (RFC 9605 §4.4.3).
-	sc.aad = append(append(sc.aad[:0], hdr...), metadata...)
+	sc.aad = sc.aad[:0]
 	return sc
 }
 
@@ -134,20 +134,24 @@ func (s *Sender) Seal(dst, metadata, plaintext []byte) ([]byte, error) {
 // sealAt seals under a given counter. Only Seal (and tests that rebuild
 // known frames) may call it: the counter must never have been used.
 func (s *Sender) sealAt(dst []byte, ctr uint64, metadata, plaintext []byte) []byte {
-	var hb [MaxHeaderLen]byte
-	hdr := AppendHeader(hb[:0], s.kid, ctr)
-	// Copy the AAD out first: metadata may alias dst.
-	sc := getScratch(&s.salt, ctr, hdr, metadata)
+	// AAD = header || metadata (RFC 9605 §4.4.3). Build it first: metadata
+	// may alias dst.
+	sc := getScratch(&s.salt, ctr)
+	sc.aad = AppendHeader(sc.aad, s.kid, ctr)
+	hlen := len(sc.aad)
+	if len(metadata) > 0 {
+		sc.aad = append(sc.aad, metadata...)
+	}
 	start := len(dst)
-	dst = slices.Grow(dst, len(hdr)+len(plaintext)+s.nt)
-	if anyOverlap(dst[start:start+len(hdr)+len(plaintext)+s.nt], plaintext) {
+	dst = slices.Grow(dst, hlen+len(plaintext)+s.nt)
+	if anyOverlap(dst[start:start+hlen+len(plaintext)+s.nt], plaintext) {
 		// Move the plaintext to where its ciphertext goes, so the AEAD
 		// works exactly in place (copy handles the overlap).
-		body := dst[start+len(hdr) : start+len(hdr)+len(plaintext)]
+		body := dst[start+hlen : start+hlen+len(plaintext)]
 		copy(body, plaintext)
 		plaintext = body
 	}
-	dst = append(dst, hdr...)
+	dst = append(dst, sc.aad[:hlen]...)
 	dst = s.aead.Seal(dst, sc.nonce[:], plaintext, sc.aad)
 	putScratch(sc)
 	return dst
@@ -303,8 +307,9 @@ func (r *Receiver) HasKey(kid uint64) bool {
 // Open authenticates and decrypts an SFrame ciphertext (header ||
 // ciphertext || tag) and appends the plaintext to dst. metadata must be
 // what the sender passed to Seal. The counter is checked against the KID's
-// replay window before decryption and recorded only after the frame
-// authenticates. Errors: ErrShortFrame, ErrBadHeader, ErrUnknownKID,
+// replay window and recorded there once the frame authenticates, so a
+// forged frame never moves the window and a replayed one gives ErrReplay
+// (a replayed counter with a bad tag gives ErrAuth). Errors: ErrShortFrame, ErrBadHeader, ErrUnknownKID,
 // ErrAuth, ErrReplay; each failure is counted in Stats. Open never panics on
 // any input. dst may alias frame (dst = frame[:0] decrypts in place); the
 // contents of frame are then overwritten.
@@ -328,15 +333,13 @@ func (r *Receiver) Open(dst, metadata, frame []byte) ([]byte, error) {
 		r.unknownKID.Add(1)
 		return nil, ErrUnknownKID
 	}
-	k.mu.Lock()
-	fresh := k.win.check(ctr)
-	k.mu.Unlock()
-	if !fresh {
-		r.replay.Add(1)
-		return nil, ErrReplay
-	}
 
-	sc := getScratch(&k.salt, ctr, frame[:n], metadata)
+	// AAD = header as received || metadata.
+	sc := getScratch(&k.salt, ctr)
+	sc.aad = append(sc.aad, frame[:n]...)
+	if len(metadata) > 0 {
+		sc.aad = append(sc.aad, metadata...)
+	}
 	start := len(dst)
 	if anyOverlap(dst[start:cap(dst)], ct) {
 		// Move the ciphertext to where its plaintext goes, so the AEAD
@@ -354,11 +357,15 @@ func (r *Receiver) Open(dst, metadata, frame []byte) ([]byte, error) {
 		return nil, ErrAuth
 	}
 
+	// Check and record the counter in one step, after authentication: a
+	// forgery cannot move the window, and of two concurrent Opens of one
+	// frame exactly one wins. (Checking before decrypting as well would
+	// only save work on replays, which cost no more than forgeries, and
+	// would take the lock twice per frame.)
 	k.mu.Lock()
-	fresh = k.win.commit(ctr)
+	fresh := k.win.commit(ctr)
 	k.mu.Unlock()
 	if !fresh {
-		// A concurrent Open accepted the same counter first.
 		clear(out[start:])
 		r.replay.Add(1)
 		return nil, ErrReplay

@@ -493,3 +493,10 @@ func TestHeaderRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+// nonceAndAAD returns a scratch with the nonce and AAD Seal and Open use.
+func nonceAndAAD(salt *[nonceLen]byte, ctr uint64, hdr, metadata []byte) *scratch {
+	sc := getScratch(salt, ctr)
+	sc.aad = append(append(sc.aad, hdr...), metadata...)
+	return sc
+}

@@ -229,7 +229,7 @@ func TestRFC9605SFrame(t *testing.T) {
 				t.Fatal(err)
 			}
 			hdr := AppendHeader(nil, tv.KID, tv.CTR)
-			sc := getScratch(&snd.salt, tv.CTR, hdr, tv.Metadata)
+			sc := nonceAndAAD(&snd.salt, tv.CTR, hdr, tv.Metadata)
 			if !bytes.Equal(sc.nonce[:], tv.Nonce) {
 				t.Errorf("nonce = %x, want %x", sc.nonce, tv.Nonce)
 			}
