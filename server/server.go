@@ -83,7 +83,7 @@ func New(cfg config.Config, logger *slog.Logger, ln Listeners) (*Server, error) 
 			Secret:        []byte(cfg.TURNSecret),
 			CredentialTTL: cfg.TURNCredTTL,
 			AllowPeers:    cfg.TURNAllowPeers,
-		}, logger.With("component", "turn"), pcs, lns)
+		}, logger, pcs, lns)
 		if err != nil {
 			return nil, fmt.Errorf("server: TURN relay: %w", err)
 		}

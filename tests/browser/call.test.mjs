@@ -56,8 +56,8 @@ let cur = [];
 test('two people call each other; hang-up shows the other side they left', onFailure(() => cur, async () => {
   const room = await parley.room();
   const [a, b] = cur = await browsers(2);
-  await joinCall(a, `${parley.base}${room.url}?name=Alice&join=1`);
-  await joinCall(b, `${parley.base}${room.url}?name=Bob&join=1`);
+  await joinCall(a, room.link(`name=Alice&join=1`));
+  await joinCall(b, room.link(`name=Bob&join=1`));
   for (const p of [a.page, b.page]) {
     const s = await waitForStats(p, decodesVideo(100, 1), 'remote video framesDecoded > 100');
     assert.equal(s[0].state, 'connected');
@@ -79,8 +79,8 @@ test('relay=1 sends all media through the embedded TURN relay', onFailure(() => 
   const before = await parley.metrics();
   const room = await parley.room();
   const [a, b] = cur = await browsers(2);
-  await joinCall(a, `${parley.base}${room.url}?name=Alice&join=1&relay=1`);
-  await joinCall(b, `${parley.base}${room.url}?name=Bob&join=1&relay=1`);
+  await joinCall(a, room.link(`name=Alice&join=1&relay=1`));
+  await joinCall(b, room.link(`name=Bob&join=1&relay=1`));
   for (const p of [a.page, b.page]) {
     const s = await waitForStats(p, decodesVideo(100, 1), 'relayed video framesDecoded > 100');
     assert.equal(s[0].localType, 'relay', 'local candidate of the selected pair is relay');
@@ -97,8 +97,8 @@ test('relay=1 sends all media through the embedded TURN relay', onFailure(() => 
 test('audio=1 joins audio-only: no video sent, audio flows both ways', onFailure(() => cur, async () => {
   const room = await parley.room();
   const [a, b] = cur = await browsers(2);
-  await joinCall(a, `${parley.base}${room.url}?name=Phone&join=1&audio=1`);
-  await joinCall(b, `${parley.base}${room.url}?name=Desk&join=1`);
+  await joinCall(a, room.link(`name=Phone&join=1&audio=1`));
+  await joinCall(b, room.link(`name=Desk&join=1`));
   await waitForStats(a.page, (s) => s.length === 1 && s[0].state === 'connected' && s[0].audioSamples > 48000, 'audio at the audio-only side');
   await waitForStats(b.page, (s) => s.length === 1 && s[0].state === 'connected' && s[0].audioSamples > 48000, 'audio at the video side');
   await assertAudioFlows(a.page, 1);
@@ -115,7 +115,7 @@ test('three people in one room: everyone decodes both others (mesh)', onFailure(
   const room = await parley.room();
   const bs = cur = await browsers(3);
   const names = ['Ann', 'Ben', 'Cat'];
-  for (const [i, b] of bs.entries()) await joinCall(b, `${parley.base}${room.url}?name=${names[i]}&join=1`);
+  for (const [i, b] of bs.entries()) await joinCall(b, room.link(`name=${names[i]}&join=1`));
   for (const b of bs) await waitForStats(b.page, decodesVideo(100, 2), 'both remote videos framesDecoded > 100', 45000);
   for (const b of bs) assert.equal(await b.page.locator('.tile.remote').count(), 2);
   await closeAll(cur);

@@ -3,6 +3,7 @@
 // camera and microphone, and reads what a person would see (decoded
 // frames, audio samples, text on screen) from the pages.
 import { spawn, execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { createSocket } from 'node:dgram';
@@ -77,7 +78,14 @@ export async function startParley(extra = []) {
     async room() {
       const r = await fetch(base + '/api/rooms', { method: 'POST' });
       if (r.status !== 201) throw new Error('room creation: ' + r.status);
-      return /** @type {{id: string, url: string}} */ (await r.json());
+      const room = /** @type {{id: string, url: string}} */ (await r.json());
+      // The link secret, made on the client side as the landing page does.
+      const secret = randomBytes(16).toString('base64url');
+      return {
+        ...room, secret,
+        /** The call link with query parameters and the #k= secret. @param {string} query */
+        link: (query) => `${base}${room.url}?${query}#k=${secret}`,
+      };
     },
     /** Prometheus metrics as a name → value map (first sample of each name). */
     async metrics() {

@@ -10,6 +10,7 @@
 
 import { CallSession } from './session.js';
 import { socketURL, SignalingError } from './protocol.js';
+import { linkSecretFromHash, e2eeSupported } from '../e2ee/keys.js';
 
 /**
  * @param {string} id
@@ -33,6 +34,9 @@ const opts = {
   audioOnly: params.get('audio') === '1',
   relay: params.get('relay') === '1',
 };
+
+/** The link secret from the fragment: end-to-end keys derive from it; the server never sees it. */
+const linkSecret = linkSecretFromHash(location.hash);
 
 /** @type {MediaStream|null} */
 let preview = null;
@@ -187,6 +191,17 @@ async function checkRoom() {
 }
 
 async function init() {
+  if (!linkSecret) {
+    el('prejoin').hidden = true;
+    showError('This link is missing its secret key, so the call cannot be end-to-end encrypted and you cannot join. ' +
+      'Ask the person who sent it to copy the whole link, including the part after "#k=", and send it again.');
+    return;
+  }
+  if (!(await e2eeSupported())) {
+    el('prejoin').hidden = true;
+    showError('This browser cannot encrypt calls end to end. Please open the link in a current Chrome, Edge, Firefox or Safari.');
+    return;
+  }
   $input('name').value = opts.name;
   $input('audio-only').checked = opts.audioOnly;
   $input('relay').checked = opts.relay;
@@ -245,7 +260,8 @@ async function joinCall() {
       return;
     }
   }
-  const s = new CallSession({ room: roomId, name, stream, relay, wsURL: socketURL(location) }, {
+  const s = new CallSession({ room: roomId, name, stream, relay, wsURL: socketURL(location), secret: /** @type {Uint8Array} */ (linkSecret) }, {
+    onSecurity: showSecurity,
     onRemoteAdded: addTile,
     onRemoteUpdated: updateTile,
     onRemoteRemoved: (r, reason) => {
@@ -279,7 +295,33 @@ async function joinCall() {
   el('local-state').textContent = relay ? '(through the relay)' : '';
   status(relay ? 'You are in the call. Your media goes through the relay, so others do not see your IP address.' : 'You are in the call.');
   refreshWaiting();
+  showSecurity(s.security());
   listDevices().catch(() => {});
+}
+
+/**
+ * The always-visible encryption badge: green with the safety code, or red
+ * naming whoever's media or key failed.
+ * @param {import('./session.js').Security} sec
+ */
+function showSecurity(sec) {
+  const badge = el('e2ee-badge');
+  const title = el('e2ee-title');
+  el('e2ee-code').textContent = sec.code;
+  el('e2ee-code-line').hidden = !sec.code;
+  if (sec.problems.length) {
+    badge.className = 'badge bad';
+    title.textContent = 'Warning: ' + sec.problems.map((p) => `${p.name}: ${p.text}`).join('; ') +
+      '. Their audio and video are not shown. If this continues, hang up and start a new call.';
+    el('e2ee-help').hidden = true;
+    return;
+  }
+  const others = session ? session.remotes.size : 0;
+  badge.className = 'badge ok';
+  title.textContent = others > 0 && sec.confirmed.length < others
+    ? 'End-to-end encrypted. Checking the keys of people who just joined…'
+    : 'End-to-end encrypted: only the people in this call can see and hear it.';
+  el('e2ee-help').hidden = sec.confirmed.length === 0;
 }
 
 function rejoin() {

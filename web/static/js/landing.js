@@ -1,5 +1,9 @@
 // @ts-check
 // The landing page: "Start a consultation" creates a room and shows its link.
+// The link's secret (#k=...) is made here, in the creator's browser: it is
+// never sent to the server.
+
+import { newLinkSecret } from '../e2ee/keys.js';
 
 /** @param {string} id */
 function el(id) {
@@ -23,6 +27,7 @@ start.addEventListener('click', async () => {
       throw new Error(body.message || 'The server could not create a consultation. Please try again.');
     }
     const url = new URL(body.url, location.origin);
+    url.hash = 'k=' + newLinkSecret();
     link.value = url.href;
     /** @type {HTMLAnchorElement} */ (el('open')).href = url.pathname + url.search + url.hash;
     el('created').hidden = false;

@@ -4,6 +4,11 @@
 // (call.js) listens to the callbacks.
 
 import { SignalingClient, SignalingError } from './protocol.js';
+import { KeyAgreement } from '../e2ee/keys.js';
+
+/** RTCRtpScriptTransform where the browser has it; else createEncodedStreams. */
+const useScriptTransform = typeof RTCRtpScriptTransform !== 'undefined';
+const isFirefox = /Firefox\//.test(navigator.userAgent);
 
 /**
  * @typedef {import('./protocol.js').Message} Message
@@ -11,7 +16,7 @@ import { SignalingClient, SignalingError } from './protocol.js';
  * @typedef {{
  *   id: string, name: string, pc: RTCPeerConnection, stream: MediaStream, polite: boolean,
  *   makingOffer: boolean, ignoreOffer: boolean, pendingCandidates: RTCIceCandidateInit[],
- *   state: string, restartTimer: number
+ *   state: string, restartTimer: number, badSeconds: number, codecsSet?: WeakSet<RTCRtpTransceiver>
  * }} Remote
  * @typedef {{
  *   onRemoteAdded?: (r: Remote) => void,
@@ -19,12 +24,15 @@ import { SignalingClient, SignalingError } from './protocol.js';
  *   onRemoteRemoved?: (r: Remote, reason: string) => void,
  *   onNotice?: (text: string) => void,
  *   onFatal?: (e: SignalingError) => void,
+ *   onSecurity?: (s: Security) => void,
  * }} SessionEvents
+ * @typedef {{code: string, confirmed: string[], problems: {peer: string, name: string, text: string}[]}} Security
+ * @typedef {{sent: number, unsent: number, peers: Record<string, {opened: number, dropped: number, reasons: Record<string, number>}>}} WorkerStats
  */
 
 export class CallSession {
   /**
-   * @param {{room: string, name: string, stream: MediaStream, relay: boolean, wsURL: string}} opts
+   * @param {{room: string, name: string, stream: MediaStream, relay: boolean, wsURL: string, secret: Uint8Array}} opts
    * @param {SessionEvents} events
    */
   constructor(opts, events) {
@@ -42,6 +50,113 @@ export class CallSession {
     this.ended = false;
     /** Names learnt from peer-joined, for the peers that will call us. @type {Map<string, string>} */
     this.names = new Map();
+    /** The encoded-transform worker: all frame encryption happens there. */
+    this.worker = new Worker(new URL('../e2ee/worker.js', import.meta.url), { type: 'module', name: 'parley-e2ee' });
+    /** @type {WeakSet<RTCRtpSender|RTCRtpReceiver>} */
+    this.transformed = new WeakSet();
+    /** Per-peer problems found by key agreement (bad MACs and the like). @type {Map<string, string>} */
+    this.keyProblems = new Map();
+    /** @type {WorkerStats|null} */
+    this.lastStats = null;
+    /** Peers whose media has not decrypted for a while. @type {Set<string>} */
+    this.undecryptable = new Set();
+    this.keys = new KeyAgreement(opts.room, opts.secret, {
+      send: (payload, to) => { this.sig.send(to ? { type: 'e2ee', to, payload } : { type: 'e2ee', payload }); },
+      installSendKey: (kid, key) => this.worker.postMessage({ op: 'send-key', kid, key }, [key.buffer]),
+      installRecvKey: (peer, kid, key) => this.worker.postMessage({ op: 'recv-key', peer, kid, key: key.slice() }),
+      dropPeer: (peer) => this.worker.postMessage({ op: 'drop-peer', peer }),
+      onChange: () => this.reportSecurity(),
+      onWarning: (peer, text) => {
+        this.keyProblems.set(peer, text);
+        this.reportSecurity();
+      },
+    });
+    this.worker.onmessage = (ev) => { if (ev.data?.op === 'stats') this.onWorkerStats(ev.data.stats); };
+    this.statsTimer = setInterval(() => this.worker.postMessage({ op: 'stats' }), 1000);
+  }
+
+  /** The current security state, for the badge. @returns {Security} */
+  security() {
+    /** @type {{peer: string, name: string, text: string}[]} */
+    const problems = [];
+    for (const [peer, text] of this.keyProblems) {
+      problems.push({ peer, name: this.remotes.get(peer)?.name || this.names.get(peer) || 'Someone', text });
+    }
+    for (const peer of this.undecryptable) {
+      if (this.keyProblems.has(peer)) continue;
+      const name = this.remotes.get(peer)?.name || 'Someone';
+      problems.push({ peer, name, text: 'cannot be decrypted' });
+    }
+    return { code: this.keys.code, confirmed: this.keys.confirmed(), problems };
+  }
+
+  reportSecurity() {
+    this.events.onSecurity?.(this.security());
+  }
+
+  /**
+   * Marks a peer red when its frames keep failing to open for two seconds
+   * while none open; clears it once frames open again.
+   * @param {WorkerStats} st
+   */
+  onWorkerStats(st) {
+    const prev = this.lastStats;
+    this.lastStats = st;
+    let changed = false;
+    for (const [peer, r] of this.remotes) {
+      const now = st.peers[peer];
+      const before = prev?.peers[peer];
+      if (!now || !before || r.state !== 'connected') continue;
+      const opened = now.opened - before.opened;
+      const dropped = now.dropped - before.dropped;
+      const bad = dropped > 0 && opened === 0;
+      r.badSeconds = bad ? (r.badSeconds || 0) + 1 : 0;
+      const isRed = this.undecryptable.has(peer);
+      if (r.badSeconds >= 2 && !isRed) { this.undecryptable.add(peer); changed = true; }
+      if (opened > 0 && isRed) { this.undecryptable.delete(peer); changed = true; }
+    }
+    if (changed) this.reportSecurity();
+  }
+
+  /**
+   * Puts the encryption transform on a sender or receiver, once.
+   * @param {RTCRtpSender|RTCRtpReceiver} sr
+   * @param {'send'|'recv'} role
+   * @param {string} peer
+   * @param {string} kind
+   */
+  transform(sr, role, peer, kind) {
+    if (this.transformed.has(sr)) return;
+    this.transformed.add(sr);
+    const options = { role, peer, kind };
+    if (useScriptTransform) {
+      sr.transform = new RTCRtpScriptTransform(this.worker, options);
+    } else {
+      // @ts-ignore createEncodedStreams is Chromium's older API
+      const { readable, writable } = sr.createEncodedStreams();
+      this.worker.postMessage({ op: 'streams', ...options, readable, writable }, [readable, writable]);
+    }
+  }
+
+  /**
+   * Transforms on every transceiver of a connection, and VP8 first: the
+   * clear prefix of encrypted video frames is VP8's (docs/security.md).
+   * @param {Remote} r
+   */
+  transformAll(r) {
+    for (const t of r.pc.getTransceivers()) {
+      const kind = t.receiver.track.kind;
+      this.transform(t.receiver, 'recv', r.id, kind);
+      this.transform(t.sender, 'send', r.id, kind);
+      if (kind === 'video' && !isFirefox && t.setCodecPreferences && !r.codecsSet?.has(t)) {
+        const caps = RTCRtpReceiver.getCapabilities('video');
+        if (caps) {
+          const vp8 = caps.codecs.filter((c) => /^video\/(VP8|rtx|red|ulpfec)$/i.test(c.mimeType));
+          try { t.setCodecPreferences(vp8); } catch (e) { console.warn('codec preferences', e); }
+        }
+        (r.codecsSet ||= new WeakSet()).add(t);
+      }
+    }
   }
 
   /** Joins the room and calls everyone already there. */
@@ -52,7 +167,13 @@ export class CallSession {
       this.names.set(m.peer.id, m.peer.name);
       this.events.onNotice?.(`${m.peer.name} is joining the call…`);
     });
-    sig.on('peer-left', (m) => this.removeRemote(m.id || '', m.reason || 'left'));
+    sig.on('peer-left', (m) => {
+      this.keys.peerLeft(m.id || '');
+      this.keyProblems.delete(m.id || '');
+      this.undecryptable.delete(m.id || '');
+      this.removeRemote(m.id || '', m.reason || 'left');
+    });
+    sig.on('e2ee', (m) => { if (m.from) this.keys.onMessage(m.from, m.payload); });
     sig.on('offer', (m) => this.onDescription(m, 'offer'));
     sig.on('answer', (m) => this.onDescription(m, 'answer'));
     sig.on('candidate', (m) => this.onCandidate(m));
@@ -65,6 +186,7 @@ export class CallSession {
     const welcome = await sig.join(this.room, this.name);
     this.myId = welcome.id;
     this.iceServers = welcome.iceServers || [];
+    await this.keys.start(this.myId);
     // The newcomer makes the offers: adding our tracks fires
     // negotiationneeded on each new connection.
     for (const p of welcome.peers || []) this.addRemote(p.id, p.name, true);
@@ -81,11 +203,13 @@ export class CallSession {
       iceServers: this.iceServers,
       iceTransportPolicy: this.relay ? 'relay' : 'all',
       bundlePolicy: 'max-bundle',
+      // @ts-ignore Chromium's switch for createEncodedStreams
+      encodedInsertableStreams: !useScriptTransform,
     });
     /** @type {Remote} */
     const r = {
       id, name, pc, stream: new MediaStream(), polite: this.myId > id,
-      makingOffer: false, ignoreOffer: false, pendingCandidates: [], state: 'connecting', restartTimer: 0,
+      makingOffer: false, ignoreOffer: false, pendingCandidates: [], state: 'connecting', restartTimer: 0, badSeconds: 0,
     };
     this.remotes.set(id, r);
 
@@ -138,6 +262,8 @@ export class CallSession {
         pc.addTransceiver(kind, { direction: 'recvonly' });
       }
     }
+    // Right after the transceivers exist, before any frame flows.
+    this.transformAll(r);
   }
 
   /**
@@ -157,6 +283,7 @@ export class CallSession {
       r.ignoreOffer = !r.polite && collision;
       if (r.ignoreOffer) return;
       await pc.setRemoteDescription({ type, sdp: m.sdp });
+      this.transformAll(r);
       for (const c of r.pendingCandidates.splice(0)) await pc.addIceCandidate(c).catch(() => {});
       if (type === 'offer') {
         this.addLocalTracks(r);
@@ -229,8 +356,10 @@ export class CallSession {
   /** Hangs up: tells the others and closes every connection. */
   leave() {
     this.ended = true;
+    clearInterval(this.statsTimer);
     this.sig.leave();
     for (const id of [...this.remotes.keys()]) this.removeRemote(id, 'hangup');
     for (const t of this.stream.getTracks()) t.stop();
+    this.worker.terminate();
   }
 }

@@ -1,0 +1,218 @@
+// @ts-check
+// The end-to-end encryption worker: every outgoing audio and video frame of
+// every peer connection is sealed here with SFrame, and every incoming one
+// opened, inside WebRTC encoded transforms. One worker per page, so one
+// counter per sender key across all connections and tracks (a (KID, CTR)
+// pair is never used twice).
+//
+// Frame on the wire: clear prefix || SFrame(header || ciphertext || tag).
+// The clear prefix is what the receiver's depacketizer needs: for VP8 the
+// frame tag (3 bytes) and, on key frames, the start code and size (7 more:
+// 10 in all), chosen by the P bit of the first byte; for audio none. The
+// SFrame metadata (authenticated, not sent) is
+//   "parley/1 media" || u8 kind (0 audio, 1 video) || prefix
+// so a prefix cannot be changed and an audio frame cannot pass as video.
+//
+// Page → worker messages (postMessage):
+//   {op: 'send-key', kid: bigint, key: Uint8Array}           switch our sender key
+//   {op: 'recv-key', peer: string, kid: bigint, key: Uint8Array} a peer's key
+//   {op: 'drop-peer', peer: string}                           forget a peer's keys
+//   {op: 'streams', role, peer, kind, readable, writable}     createEncodedStreams fallback
+//   {op: 'stats'}                                             → {op: 'stats', stats}
+// Worker → page: {op: 'stats', stats: {sent, unsent, peers: {[peer]: {opened, dropped, lastOpened, lastDropped}}}}
+
+import { SFrameSender, SFrameReceiver, parseHeader, splitKid, makeKid, ratchet, AES_128_GCM_SHA256_128 } from './sframe.js';
+
+const SUITE = AES_128_GCM_SHA256_128;
+/** How many ratchet steps a receiver looks ahead of the newest key it holds. */
+const LOOKAHEAD = 4;
+/** How long a replaced key stays usable for frames still in flight. */
+const KEEP_OLD_MS = 5000;
+
+const te = new TextEncoder();
+const LABEL = te.encode('parley/1 media');
+
+/** @type {SFrameSender|null} */
+let sender = null;
+let sent = 0;
+let unsent = 0;
+
+/**
+ * @typedef {{rx: SFrameReceiver, newest: {gen: number, step: number, base: Uint8Array, index: number} | null,
+ *   opened: number, dropped: number, reasons: Record<string, number>}} PeerKeys
+ */
+/** @type {Map<string, PeerKeys>} */
+const peers = new Map();
+
+/** Transformers of the sending side, to ask for a key frame after a key change. @type {Set<any>} */
+const senders = new Set();
+
+/** @param {string} peer */
+function peerKeys(peer) {
+  let p = peers.get(peer);
+  if (!p) {
+    p = { rx: new SFrameReceiver(SUITE), newest: null, opened: 0, dropped: 0, reasons: {} };
+    peers.set(peer, p);
+  }
+  return p;
+}
+
+/** @param {Uint8Array} data @param {string} kind */
+function prefixLength(data, kind) {
+  if (kind !== 'video') return 0;
+  // VP8 frame tag: P bit (bit 0 of byte 0) is 0 on key frames.
+  const n = (data[0] & 1) === 0 ? 10 : 3;
+  return Math.min(n, data.length);
+}
+
+/** @param {string} kind @param {Uint8Array} prefix */
+function metadata(kind, prefix) {
+  const m = new Uint8Array(LABEL.length + 1 + prefix.length);
+  m.set(LABEL);
+  m[LABEL.length] = kind === 'video' ? 1 : 0;
+  m.set(prefix, LABEL.length + 1);
+  return m;
+}
+
+/**
+ * @param {string} kind
+ * @returns {(frame: any, controller: TransformStreamDefaultController) => Promise<void>}
+ */
+function encrypter(kind) {
+  return async (frame, controller) => {
+    const data = new Uint8Array(frame.data);
+    if (data.length === 0 || !sender) {
+      // Never send a frame in the clear: without a key there is no frame.
+      if (data.length) unsent++;
+      return;
+    }
+    const n = prefixLength(data, kind);
+    const prefix = data.slice(0, n);
+    let sealed;
+    try {
+      sealed = await sender.seal(metadata(kind, prefix), data.subarray(n));
+    } catch (e) {
+      unsent++;
+      return;
+    }
+    const out = new Uint8Array(n + sealed.length);
+    out.set(prefix);
+    out.set(sealed, n);
+    frame.data = out.buffer;
+    sent++;
+    controller.enqueue(frame);
+  };
+}
+
+/**
+ * @param {string} peer @param {string} kind
+ * @returns {(frame: any, controller: TransformStreamDefaultController) => Promise<void>}
+ */
+function decrypter(peer, kind) {
+  return async (frame, controller) => {
+    const p = peerKeys(peer);
+    const data = new Uint8Array(frame.data);
+    const drop = (/** @type {string} */ why) => {
+      p.dropped++;
+      p.reasons[why] = (p.reasons[why] || 0) + 1;
+    };
+    if (data.length === 0) return drop('empty');
+    const n = prefixLength(data, kind);
+    if (data.length <= n) return drop('short');
+    const body = data.subarray(n);
+    await lookAhead(p, body);
+    const prefix = data.slice(0, n);
+    const plain = await p.rx.open(metadata(kind, prefix), body);
+    if (!plain) return drop('open');
+    const out = new Uint8Array(n + plain.length);
+    out.set(prefix);
+    out.set(plain, n);
+    frame.data = out.buffer;
+    p.opened++;
+    controller.enqueue(frame);
+  };
+}
+
+/**
+ * When a frame's KID is a few ratchet steps ahead of the newest key we hold
+ * for that sender (someone joined and the sender ratcheted), derive those
+ * steps. Keys that never open a frame are removed again.
+ * @param {PeerKeys} p @param {Uint8Array} body
+ */
+async function lookAhead(p, body) {
+  const nk = p.newest;
+  if (!nk) return;
+  let kid;
+  try { kid = parseHeader(body).kid; } catch { return; }
+  if (p.rx.hasKey(kid)) return;
+  const { index, generation, step } = splitKid(kid);
+  if (index !== nk.index || generation !== nk.gen || step <= nk.step || step > nk.step + LOOKAHEAD) return;
+  let base = nk.base;
+  for (let s = nk.step + 1; s <= step; s++) base = await ratchet(SUITE, base);
+  await p.rx.addKey(kid, base);
+  p.newest = { index, gen: generation, step, base };
+  // Older steps stay a little for frames in flight.
+  const oldKid = makeKid(index, nk.gen, nk.step);
+  setTimeout(() => { if (p.newest && p.newest.step !== nk.step) p.rx.removeKey(oldKid); }, KEEP_OLD_MS);
+}
+
+/**
+ * Installs a transform on a pair of encoded streams.
+ * @param {{role: string, peer: string, kind: string}} o
+ * @param {ReadableStream} readable @param {WritableStream} writable
+ */
+function pipe(o, readable, writable) {
+  const transform = o.role === 'send' ? encrypter(o.kind) : decrypter(o.peer, o.kind);
+  readable.pipeThrough(new TransformStream({ transform })).pipeTo(writable).catch(() => {});
+}
+
+// RTCRtpScriptTransform (Chromium, Firefox, Safari).
+// @ts-ignore onrtctransform exists in workers of browsers with RTCRtpScriptTransform
+self.onrtctransform = (/** @type {any} */ ev) => {
+  const t = ev.transformer;
+  if (t.options.role === 'send') {
+    senders.add(t);
+  }
+  pipe(t.options, t.readable, t.writable);
+};
+
+self.onmessage = async (/** @type {MessageEvent} */ ev) => {
+  const m = ev.data;
+  switch (m.op) {
+    case 'send-key': {
+      sender = new SFrameSender(SUITE, m.kid, m.key);
+      m.key.fill(0);
+      for (const t of senders) {
+        // A key frame right after a key change, so receivers recover at once.
+        try { await t.generateKeyFrame?.(); } catch { /* not all browsers */ }
+      }
+      break;
+    }
+    case 'recv-key': {
+      const p = peerKeys(m.peer);
+      const { index, generation, step } = splitKid(m.kid);
+      await p.rx.addKey(m.kid, m.key);
+      const prev = p.newest;
+      p.newest = { index, gen: generation, step, base: m.key };
+      if (prev && prev.gen !== generation) {
+        const oldKid = makeKid(prev.index, prev.gen, prev.step);
+        setTimeout(() => p.rx.removeKey(oldKid), KEEP_OLD_MS);
+      }
+      break;
+    }
+    case 'drop-peer':
+      peers.delete(m.peer);
+      break;
+    case 'streams':
+      pipe(m, m.readable, m.writable);
+      break;
+    case 'stats': {
+      /** @type {Record<string, {opened: number, dropped: number, reasons: Record<string, number>}>} */
+      const out = {};
+      for (const [id, p] of peers) out[id] = { opened: p.opened, dropped: p.dropped, reasons: { ...p.reasons } };
+      // @ts-ignore
+      self.postMessage({ op: 'stats', stats: { sent, unsent, peers: out } });
+      break;
+    }
+  }
+};
