@@ -29,6 +29,33 @@ async function closeAll(bs) {
 /** Every connection of the page decodes more than n video frames. */
 const decodesVideo = (n, conns) => (s) => s.length === conns && s.every((c) => c.videoFramesDecoded > n);
 
+/** Decoded frames stay close to received ones: the frames open (nothing is lost to decryption). */
+function assertDecodesWhatArrives(stats) {
+  for (const c of stats) {
+    assert.ok(c.videoFramesDecoded >= 0.9 * c.videoFramesReceived,
+      `framesDecoded ${c.videoFramesDecoded} close to framesReceived ${c.videoFramesReceived}`);
+  }
+}
+
+/** Every page shows the green end-to-end badge and the same safety code. */
+async function assertSameSafetyCode(pages) {
+  const deadline = Date.now() + 10000;
+  let codes = [];
+  for (;;) {
+    codes = [];
+    for (const p of pages) {
+      const cls = await p.locator('#e2ee-badge').getAttribute('class');
+      const title = await p.locator('#e2ee-title').innerText();
+      codes.push({ cls, title, code: await p.locator('#e2ee-code').innerText() });
+    }
+    const ok = codes.every((c) => /\bok\b/.test(c.cls || '') && /^\d{4} \d{4} \d{4}$/.test(c.code) && c.code === codes[0].code &&
+      c.title.startsWith('End-to-end encrypted: only the people'));
+    if (ok) return codes[0].code;
+    if (Date.now() > deadline) assert.fail('badges differ or are not green: ' + JSON.stringify(codes));
+    await sleep(250);
+  }
+}
+
 /** Audio samples keep growing on every connection of the page. */
 async function assertAudioFlows(page, conns) {
   const a = await mediaStats(page);
@@ -61,9 +88,11 @@ test('two people call each other; hang-up shows the other side they left', onFai
   for (const p of [a.page, b.page]) {
     const s = await waitForStats(p, decodesVideo(100, 1), 'remote video framesDecoded > 100');
     assert.equal(s[0].state, 'connected');
+    assertDecodesWhatArrives(s);
   }
   await assertAudioFlows(a.page, 1);
   await assertAudioFlows(b.page, 1);
+  const code2 = await assertSameSafetyCode([a.page, b.page]);
   // The names are on screen.
   await a.page.getByText('Bob', { exact: true }).waitFor();
   await b.page.getByText('Alice', { exact: true }).waitFor();
@@ -72,6 +101,11 @@ test('two people call each other; hang-up shows the other side they left', onFai
   await b.page.getByText('You left the call').first().waitFor();
   await a.page.getByText('Bob left the call.').waitFor({ timeout: 10000 });
   assert.equal(await a.page.locator('.tile.remote').count(), 0, 'Bob\'s tile is gone');
+  // Alone again: the safety code changes with the membership.
+  await a.page.waitForFunction((c) => {
+    const el = document.getElementById('e2ee-code');
+    return el && el.textContent && el.textContent !== c;
+  }, code2, { timeout: 5000 });
   await closeAll(cur);
 }));
 
@@ -116,7 +150,9 @@ test('three people in one room: everyone decodes both others (mesh)', onFailure(
   const bs = cur = await browsers(3);
   const names = ['Ann', 'Ben', 'Cat'];
   for (const [i, b] of bs.entries()) await joinCall(b, room.link(`name=${names[i]}&join=1`));
-  for (const b of bs) await waitForStats(b.page, decodesVideo(100, 2), 'both remote videos framesDecoded > 100', 45000);
+  for (const b of bs) assertDecodesWhatArrives(await waitForStats(b.page, decodesVideo(100, 2), 'both remote videos framesDecoded > 100', 45000));
   for (const b of bs) assert.equal(await b.page.locator('.tile.remote').count(), 2);
+  for (const b of bs) await assertAudioFlows(b.page, 2);
+  await assertSameSafetyCode(bs.map((b) => b.page));
   await closeAll(cur);
 }));
