@@ -1,0 +1,118 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/parleyhq/parley/config"
+	"github.com/parleyhq/parley/signaling"
+)
+
+func start(t *testing.T, cfg config.Config) (*Server, Listeners) {
+	t.Helper()
+	var ln Listeners
+	var err error
+	if ln.HTTP, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	if ln.TURNUDP, err = net.ListenPacket("udp", "127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	if ln.Metrics, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), ln)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Start()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		s.Shutdown(ctx)
+	})
+	return s, ln
+}
+
+func TestServerEndToEnd(t *testing.T) {
+	cfg := config.Default()
+	s, ln := start(t, cfg)
+	base := "http://" + ln.HTTP.Addr().String()
+	if !s.TURNSecretGenerated() {
+		t.Fatal("secret not generated")
+	}
+	if a := s.RelayAddress(); a != netip.MustParseAddr("127.0.0.1") {
+		t.Fatalf("relay address %v, want the TURN socket's own 127.0.0.1", a)
+	}
+
+	res, err := http.Post(base+"/api/rooms", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var room signaling.RoomResponse
+	json.NewDecoder(res.Body).Decode(&room)
+	res.Body.Close()
+	if res.StatusCode != 201 || res.Header.Get("Content-Security-Policy") == "" {
+		t.Fatalf("room: %s, CSP %q", res.Status, res.Header.Get("Content-Security-Policy"))
+	}
+
+	ws, _, err := websocket.DefaultDialer.Dial("ws://"+ln.HTTP.Addr().String()+"/ws", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	ws.WriteJSON(signaling.Message{Type: signaling.TypeJoin, Version: signaling.ProtocolVersion, Room: room.ID, Name: "Test"})
+	var welcome signaling.Message
+	ws.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if err := ws.ReadJSON(&welcome); err != nil {
+		t.Fatal(err)
+	}
+	if len(welcome.ICEServers) != 1 {
+		t.Fatalf("welcome ICE servers: %+v", welcome.ICEServers)
+	}
+	ice := welcome.ICEServers[0]
+	_, port, _ := net.SplitHostPort(ln.TURNUDP.LocalAddr().String())
+	if len(ice.URLs) != 1 || ice.URLs[0] != "turn:127.0.0.1:"+port+"?transport=udp" {
+		t.Fatalf("TURN URLs %v", ice.URLs)
+	}
+	exp, id, ok := strings.Cut(ice.Username, ":")
+	if !ok || id != welcome.ID || exp == "" || ice.Credential == "" {
+		t.Fatalf("TURN username %q for peer %s", ice.Username, welcome.ID)
+	}
+
+	for path, want := range map[string]string{"/healthz": "ok", "/": "Start a consultation", "/e2ee/sframe.js": "SFrame", "/e2ee/worker.js": "onrtctransform"} {
+		res, err := http.Get(base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode != 200 || !strings.Contains(string(b), want) {
+			t.Errorf("%s: %s", path, res.Status)
+		}
+	}
+	res, err = http.Get("http://" + ln.Metrics.Addr().String() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	for _, m := range []string{"parley_rooms 1", "parley_websockets 1", "parley_turn_allocations 0", "parley_turn_relayed_bytes_total"} {
+		if !strings.Contains(string(b), m) {
+			t.Errorf("metrics lack %q", m)
+		}
+	}
+	if strings.Contains(string(b), s.cfg.TURNSecret) {
+		t.Error("metrics leak the TURN secret")
+	}
+}
