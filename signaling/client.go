@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"net"
 	"net/http"
 	"sync"
 	"time"
@@ -16,9 +17,13 @@ import (
 // disconnected (close 4000) rather than stall the room.
 const sendQueue = 256
 
-// floodLimit is how many messages over the rate limit one connection may
-// send before it is closed with 1008; each is answered with rate-limited.
-const floodLimit = 50
+// A connection that keeps sending over its rate limit is closed with 1008:
+// dropped messages fill a bucket of floodBurst that drains at floodRate per
+// second. Dropped messages are answered with rate-limited, at most four a second.
+const (
+	floodBurst = 50
+	floodRate  = 5
+)
 
 type outMsg struct {
 	data []byte
@@ -45,7 +50,7 @@ type client struct {
 	room *room
 
 	limiter  *rate.Limiter
-	flooded  int
+	flood    *rate.Limiter
 	lastWarn time.Time
 }
 
@@ -59,6 +64,7 @@ func newClient(s *Server, ws *websocket.Conn, r *http.Request) *client {
 		done:    make(chan struct{}),
 		stop:    make(chan struct{}),
 		limiter: rate.NewLimiter(rate.Limit(s.cfg.MessagesPerSecond), s.cfg.MessageBurst),
+		flood:   rate.NewLimiter(floodRate, floodBurst),
 	}
 }
 
@@ -103,27 +109,29 @@ func (c *client) run() {
 				c.log.Info("message over size limit; closing", "limit", MaxMessageSize)
 			case errors.As(err, &ce):
 				c.log.Debug("client closed", "code", ce.Code)
+			case isTimeout(err):
+				c.log.Info("no keepalive answer; closing")
+				c.closeWith(CloseIdleTimeout, "No answer to keepalive.")
 			default:
 				c.log.Debug("read ended", "err", err)
 			}
 			return
 		}
 		c.ws.SetReadDeadline(time.Now().Add(timeout))
-		if kind != websocket.TextMessage {
-			c.sendError(protoErr(CodeBadMessage, "Messages must be JSON text.", ErrBadMessage))
-			continue
-		}
 		if !c.limiter.Allow() {
-			c.flooded++
-			if c.flooded > floodLimit {
-				c.log.Info("message flood; closing", "over", c.flooded)
+			if !c.flood.Allow() {
+				c.log.Info("message flood; closing")
 				c.closeWith(websocket.ClosePolicyViolation, "Too many messages.")
 				return
 			}
-			if time.Since(c.lastWarn) > time.Second/4 || c.flooded == 1 {
+			if time.Since(c.lastWarn) > time.Second/4 {
 				c.lastWarn = time.Now()
-				c.sendError(protoErr(CodeRateLimited, "Too many messages at once: this one was dropped. Slow down.", nil))
+				c.sendError(protoErr(CodeRateLimited, "Too many messages at once: some were dropped. Slow down.", nil))
 			}
+			continue
+		}
+		if kind != websocket.TextMessage {
+			c.sendError(protoErr(CodeBadMessage, "Messages must be JSON text.", ErrBadMessage))
 			continue
 		}
 		m, err := DecodeMessage(data)
@@ -216,10 +224,11 @@ func (c *client) join(m *Message) error {
 
 // forward delivers an addressed message (or, for e2ee without "to", a
 // broadcast) to the other participants with "from" set.
-func (c *client) forward(m *Message) {
-	m.From = c.id
-	to := m.To
-	m.To = ""
+func (c *client) forward(in *Message) {
+	// Only the fields of the message's own type go on: nothing else a
+	// client sets reaches the others.
+	m := &Message{Type: in.Type, From: c.id, SDP: in.SDP, Candidate: in.Candidate, Payload: in.Payload}
+	to := in.To
 	data, _ := json.Marshal(m)
 	rm := c.room
 	rm.mu.Lock()
@@ -341,4 +350,9 @@ func (c *client) writer() {
 			return
 		}
 	}
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }

@@ -24,7 +24,8 @@ const (
 
 // WebSocket close codes Parley uses (RFC 6455 §7.4).
 const (
-	CloseNormal      = 1000 // leave, or the server shutting down (1001)
+	CloseNormal      = 1000 // leave, a failed join, or the end of a connection
+	CloseGoingAway   = 1001 // the server is shutting down
 	ClosePolicy      = 1008 // sustained message flood
 	CloseTooBig      = 1009 // a message over MaxMessageSize
 	CloseSlowReader  = 4000 // the client did not read its messages fast enough
@@ -91,4 +92,5 @@ const (
 	msgRoomNotFound = "This call link is not valid any more. Ask the person who sent it for a new link."
 	msgRoomFull     = "This call already has the most people it can hold. Ask the organiser to start a new call."
 	msgTooManyRooms = "Too many calls were started from your network just now. Please wait a few minutes and try again."
+	msgServerFull   = "This server is holding as many calls as it can right now. Please try again later."
 )

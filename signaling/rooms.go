@@ -73,7 +73,7 @@ func (g *registry) create(ip string) (*room, error) {
 	now := g.now()
 	g.expireLocked(now)
 	if len(g.rooms) >= g.maxRooms {
-		return nil, ErrTooManyRooms
+		return nil, protoErr(CodeTooManyRooms, msgServerFull, ErrTooManyRooms)
 	}
 	l := g.perIP[ip]
 	if l == nil {

@@ -87,9 +87,11 @@ func New(cfg Config, logger *slog.Logger) *Server {
 	if cfg.ICEServers == nil {
 		cfg.ICEServers = func(*http.Request, string) []ICEServer { return nil }
 	}
+	origins := make([]string, len(cfg.AllowedOrigins))
 	for i, o := range cfg.AllowedOrigins {
-		cfg.AllowedOrigins[i] = strings.ToLower(strings.TrimSuffix(o, "/"))
+		origins[i] = strings.ToLower(strings.TrimSuffix(o, "/"))
 	}
+	cfg.AllowedOrigins = origins
 	s := &Server{
 		cfg:   cfg,
 		log:   logger,
@@ -101,11 +103,11 @@ func New(cfg Config, logger *slog.Logger) *Server {
 		WriteBufferSize: 4096,
 		CheckOrigin:     s.checkOrigin,
 		Error: func(w http.ResponseWriter, r *http.Request, status int, reason error) {
-			code := CodeBadMessage
+			code, msg := CodeBadMessage, "This address is for Parley's call page only."
 			if status == http.StatusForbidden {
-				code = CodeOriginForbidden
+				code, msg = CodeOriginForbidden, "Calls on this server can only be joined from its own page."
 			}
-			writeJSON(w, status, map[string]string{"error": code, "message": reason.Error()})
+			writeJSON(w, status, map[string]string{"error": code, "message": msg})
 		},
 	}
 	s.mux = http.NewServeMux()
@@ -223,7 +225,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	closed := s.closed
 	s.mu.Unlock()
 	if closed {
-		http.Error(w, "shutting down", http.StatusServiceUnavailable)
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": CodeInternal, "message": "The server is restarting. Please try again in a moment."})
 		return
 	}
 	ws, err := s.up.Upgrade(w, r, nil)

@@ -50,6 +50,7 @@ export class SignalingClient {
     /** @type {(e: SignalingError) => void} */
     this.onclose = () => {};
     this.closedByUs = false;
+    this.joined = false;
   }
 
   /**
@@ -92,6 +93,7 @@ export class SignalingClient {
         if (!settled) {
           if (m.type === 'welcome') {
             settled = true;
+            this.joined = true;
             resolve(/** @type {Welcome} */ (/** @type {unknown} */ (m)));
           } else if (m.type === 'error') {
             settled = true;
@@ -110,12 +112,14 @@ export class SignalingClient {
           reject(new SignalingError('unreachable', 'Cannot reach the Parley server. Check your internet connection and try again.'));
           return;
         }
-        if (this.closedByUs) return;
+        // A refused join already rejected with the server's own words.
+        if (this.closedByUs || !this.joined) return;
         let text = 'The connection to the Parley server was lost.';
         if (ev.code === 1001) text = 'The Parley server is restarting.';
         if (ev.code === 1008) text = 'The server closed the connection because this page sent too many messages.';
         if (ev.code === 1009) text = 'The server closed the connection because a message was too large.';
         if (ev.code === 4000) text = 'Your connection was too slow to keep up with the call.';
+        if (ev.code === 4001) text = 'The connection to the Parley server stopped answering.';
         this.onclose(new SignalingError('closed', text));
       };
     });

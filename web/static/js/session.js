@@ -256,6 +256,8 @@ export class CallSession {
     for (const kind of ['audio', 'video']) {
       const track = this.stream.getTracks().find((t) => t.kind === kind);
       if (track) {
+        // Already sending it (a renegotiation, an ICE restart): nothing to do.
+        if (pc.getSenders().some((x) => x.track === track)) continue;
         // addTrack reuses a transceiver the remote offer created, if any.
         pc.addTrack(track, this.stream);
       } else if (!pc.getTransceivers().some((t) => t.receiver.track.kind === kind)) {
