@@ -1,0 +1,99 @@
+// Node side of the wire inspector (main.go in this directory), for the
+// browser tests: builds it once, runs it in a room, reads what it recorded,
+// and asks it to try keys on recorded frames (-open mode).
+import { spawn, execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const repo = join(here, '..', '..');
+const work = mkdtempSync(join(tmpdir(), 'parley-inspector-'));
+
+let binary = '';
+/** Builds ./tests/inspector once per test process. */
+export function buildInspector() {
+  if (binary) return binary;
+  binary = join(work, 'inspector');
+  execFileSync('go', ['build', '-o', binary, './tests/inspector'], { cwd: repo, stdio: 'inherit' });
+  return binary;
+}
+
+/**
+ * @typedef {{
+ *   type: 'frame', t: number, peer: string, name: string, kind: 'audio'|'video', ssrc: number, ts: number, seq: number,
+ *   packets: number, complete: boolean, size: number, prefix: number, keyFrame: boolean, prefixHex: string,
+ *   sframe: boolean, err?: string, hdrLen: number, hdrHex: string, kid: number, kidStr: string, ctr: number,
+ *   index: number, gen: number, step: number, bodyLen: number, body: string, bodyCut: boolean,
+ * }} Frame
+ * @typedef {{type: 'event', event: string, t: number, [k: string]: any}} Event
+ */
+
+let runs = 0;
+/**
+ * Starts the inspector in a room. `done` resolves when it has left by itself.
+ * @param {{base: string, room: string, name?: string, durationMs: number, bodyBytes?: number, pliMs?: number}} o
+ */
+export function runInspector(o) {
+  const bin = buildInspector();
+  const out = join(work, `frames-${++runs}.jsonl`);
+  const args = ['-url', o.base, '-room', o.room, '-name', o.name || 'Inspector', '-duration', `${o.durationMs}ms`,
+    '-out', out, '-body-bytes', String(o.bodyBytes ?? -1), '-pli', `${o.pliMs ?? 1000}ms`];
+  const proc = spawn(bin, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  let log = '';
+  proc.stderr.on('data', (d) => { log += d; });
+  const done = new Promise((resolve, reject) => {
+    const kill = setTimeout(() => { proc.kill('SIGKILL'); }, o.durationMs + 20000);
+    proc.once('exit', (code, sig) => {
+      clearTimeout(kill);
+      if (code === 0) resolve(undefined);
+      else reject(new Error(`inspector exited with ${code ?? sig}:\n${log}`));
+    });
+  });
+  done.catch(() => {});
+  return {
+    proc, out, done,
+    get log() { return log; },
+    /** Everything recorded so far (the file is flushed per line). */
+    read() {
+      /** @type {Frame[]} */
+      const frames = [];
+      /** @type {Event[]} */
+      const events = [];
+      if (!existsSync(out)) return { frames, events };
+      for (const line of readFileSync(out, 'utf8').split('\n')) {
+        if (!line) continue;
+        let v;
+        try { v = JSON.parse(line); } catch { continue; } // a line being written
+        if (v.type === 'frame') frames.push(v); else events.push(v);
+      }
+      return { frames, events };
+    },
+    stop() { if (proc.exitCode === null) proc.kill('SIGTERM'); },
+  };
+}
+
+/**
+ * Tries keys on frames with the Go SFrame implementation (inspector -open).
+ * @param {{keys: {kid: string|number, key: string, label?: string}[],
+ *          frames: {kind: string, prefix: string, sframe: string, label?: string}[], ratchet?: number}} req
+ * @returns {{frame: number, key: number, mode: string, ok: boolean, err?: string, plainLen?: number, frameKid: number, keyKid: number}[]}
+ */
+export function openFrames(req) {
+  const bin = buildInspector();
+  const out = execFileSync(bin, ['-open'], { input: JSON.stringify(req), maxBuffer: 64 << 20 });
+  return JSON.parse(out.toString()).results;
+}
+
+/** The whole wire frame's SFrame part (header || ciphertext || tag) as hex. @param {Frame} f */
+export function sframeHex(f) {
+  if (f.bodyCut) throw new Error('frame body was cut: run the inspector with bodyBytes -1');
+  return f.hdrHex + f.body;
+}
+
+/** KID parts: index << 24 | generation << 8 | step. @param {bigint|number|string} kid */
+export function splitKid(kid) {
+  const k = BigInt(kid);
+  return { index: Number((k >> 24n) & 0xffffn), gen: Number((k >> 8n) & 0xffffn), step: Number(k & 0xffn) };
+}
