@@ -35,6 +35,14 @@ type Config struct {
 	TURNAllowPeers []netip.Prefix // peers the relay may reach despite the deny list
 	TURNCredTTL    time.Duration  // lifetime of the TURN credentials handed to a participant
 	MetricsListen  string         // Prometheus /metrics listener; empty = off
+	TLSListen      string         // HTTPS and TURN over TLS on one port, e.g. ":443"; empty = off
+	TURNTLSListen  string         // a separate TURN-over-TLS port, e.g. ":5349"; empty = off
+	TLSCert        string         // certificate chain file (PEM)
+	TLSKey         string         // private key file (PEM)
+	ACMEDomains    []string       // get certificates for these names from an ACME CA
+	ACMEDirectory  string         // the ACME directory URL
+	ACMECache      string         // where ACME certificates and the account key are kept
+	ACMEEmail      string         // contact address given to the ACME CA
 	LogLevel       slog.Level     // debug, info, warn, error
 	MaxRooms       int            // rooms held at once, server-wide
 	RoomsPerIP     int            // rooms one IP address may create per hour
@@ -47,13 +55,15 @@ type Config struct {
 // Default returns the configuration used when nothing is set.
 func Default() Config {
 	return Config{
-		Listen:      ":8080",
-		TURNListen:  ":3478",
-		TURNCredTTL: time.Hour,
-		LogLevel:    slog.LevelInfo,
-		MaxRooms:    10000,
-		RoomsPerIP:  60,
-		RoomTTL:     7 * 24 * time.Hour,
+		Listen:        ":8080",
+		TURNListen:    ":3478",
+		TURNCredTTL:   time.Hour,
+		LogLevel:      slog.LevelInfo,
+		MaxRooms:      10000,
+		ACMEDirectory: "https://acme-v02.api.letsencrypt.org/directory",
+		ACMECache:     "parley-acme",
+		RoomsPerIP:    60,
+		RoomTTL:       7 * 24 * time.Hour,
 	}
 }
 
@@ -156,12 +166,45 @@ func settings() []setting {
 			c.MetricsListen = v
 			return nil
 		}},
+		{name: "tls-listen", usage: "HTTPS address that also serves TURN over TLS on the same port, e.g. :443 (`host:port`); empty = off", set: addrSetter(func(c *Config) *string { return &c.TLSListen })},
+		{name: "turn-tls-listen", usage: "separate TURN-over-TLS address, e.g. :5349 (`host:port`); empty = off", set: addrSetter(func(c *Config) *string { return &c.TURNTLSListen })},
+		{name: "tls-cert", usage: "TLS certificate chain `file` (PEM) for tls-listen and turn-tls-listen", set: func(c *Config, v string) error { c.TLSCert = v; return nil }},
+		{name: "tls-key", usage: "TLS private key `file` (PEM)", set: func(c *Config, v string) error { c.TLSKey = v; return nil }},
+		{name: "acme-domain", list: true, usage: "get the TLS certificate for this `name` automatically from an ACME CA such as Let's Encrypt (repeatable; needs tls-listen on port 443 reachable from the internet)", set: func(c *Config, v string) error {
+			if strings.ContainsAny(v, "/: ") || v == "" {
+				return fmt.Errorf("want a host name like call.example.com")
+			}
+			c.ACMEDomains = append(c.ACMEDomains, strings.ToLower(v))
+			return nil
+		}, reset: func(c *Config) { c.ACMEDomains = nil }},
+		{name: "acme-directory", usage: "ACME directory `URL`", set: func(c *Config, v string) error {
+			u, err := url.Parse(v)
+			if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+				return fmt.Errorf("want a URL like https://acme-v02.api.letsencrypt.org/directory")
+			}
+			c.ACMEDirectory = v
+			return nil
+		}},
+		{name: "acme-cache", usage: "`directory` for ACME certificates and account key", set: func(c *Config, v string) error { c.ACMECache = v; return nil }},
+		{name: "acme-email", usage: "contact `address` for the ACME CA (optional)", set: func(c *Config, v string) error { c.ACMEEmail = v; return nil }},
 		{name: "log-level", usage: "debug, info, warn or error", set: func(c *Config, v string) error {
 			return c.LogLevel.UnmarshalText([]byte(v))
 		}},
 		{name: "max-rooms", usage: "rooms held at once, server-wide", set: intSetter(func(c *Config) *int { return &c.MaxRooms })},
 		{name: "rooms-per-ip", usage: "rooms one IP address may create per hour", set: intSetter(func(c *Config) *int { return &c.RoomsPerIP })},
 		{name: "room-ttl", usage: "an unused room link stops working after this long", set: durationSetter(func(c *Config) *time.Duration { return &c.RoomTTL })},
+	}
+}
+
+func addrSetter(field func(*Config) *string) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		if v != "" {
+			if _, _, err := net.SplitHostPort(v); err != nil {
+				return err
+			}
+		}
+		*field(c) = v
+		return nil
 	}
 }
 
@@ -209,6 +252,7 @@ func Load(args []string, lookupEnv func(string) (string, bool), out io.Writer) (
 		"listen": d.Listen, "turn-listen": d.TURNListen, "turn-credential-ttl": d.TURNCredTTL.String(),
 		"log-level": strings.ToLower(d.LogLevel.String()), "max-rooms": strconv.Itoa(d.MaxRooms),
 		"rooms-per-ip": strconv.Itoa(d.RoomsPerIP), "room-ttl": d.RoomTTL.String(),
+		"acme-directory": d.ACMEDirectory, "acme-cache": d.ACMECache,
 	}
 	fs := flag.NewFlagSet("parley", flag.ContinueOnError)
 	fs.SetOutput(out)
@@ -225,7 +269,7 @@ func Load(args []string, lookupEnv func(string) (string, bool), out io.Writer) (
 		fs.Func(s.name, usage, func(v string) error { *vals = append(*vals, v); return nil })
 	}
 	fs.Usage = func() {
-		fmt.Fprintf(out, "Usage: parley [flags]\n\nParley serves end-to-end encrypted calls with its own TURN relay.\n"+
+		fmt.Fprintf(out, "Usage: parley [flags]\n       parley turn [flags]   (the TURN relay alone; needs -turn-secret)\n\nParley serves end-to-end encrypted calls with its own TURN relay.\n"+
 			"Each flag can also be set in the environment (shown in brackets) or in the config file.\n"+
 			"Order of precedence: flags, then environment, then config file, then defaults.\n\nFlags:\n")
 		fs.PrintDefaults()
@@ -373,6 +417,16 @@ func (c *Config) Validate() error {
 		return fieldErr("room-ttl", fmt.Errorf("must be at least 1m"))
 	case c.TURNListen != "" && c.TURNListen == c.Listen:
 		return fieldErr("turn-listen", fmt.Errorf("must differ from listen"))
+	case (c.TLSCert == "") != (c.TLSKey == ""):
+		return fieldErr("tls-cert", fmt.Errorf("tls-cert and tls-key go together"))
+	case c.TLSCert != "" && len(c.ACMEDomains) > 0:
+		return fieldErr("acme-domain", fmt.Errorf("use either tls-cert/tls-key or acme-domain, not both"))
+	case (c.TLSListen != "" || c.TURNTLSListen != "") && c.TLSCert == "" && len(c.ACMEDomains) == 0:
+		return fieldErr("tls-listen", fmt.Errorf("needs a certificate: set tls-cert and tls-key, or acme-domain"))
+	case c.TLSListen != "" && (c.TLSListen == c.Listen || c.TLSListen == c.TURNListen):
+		return fieldErr("tls-listen", fmt.Errorf("must differ from listen and turn-listen"))
+	case c.TURNTLSListen != "" && (c.TURNTLSListen == c.Listen || c.TURNTLSListen == c.TURNListen || c.TURNTLSListen == c.TLSListen):
+		return fieldErr("turn-tls-listen", fmt.Errorf("must differ from listen, turn-listen and tls-listen"))
 	}
 	return nil
 }

@@ -6,6 +6,7 @@ package server
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -24,6 +25,7 @@ import (
 	"github.com/parleyhq/parley/config"
 	"github.com/parleyhq/parley/e2ee"
 	"github.com/parleyhq/parley/signaling"
+	"github.com/parleyhq/parley/tlsmux"
 	"github.com/parleyhq/parley/turn"
 	"github.com/parleyhq/parley/web"
 )
@@ -31,22 +33,27 @@ import (
 // Listeners are the sockets Parley serves on. HTTP is required; TURN ones
 // are used when the relay is on; Metrics is optional.
 type Listeners struct {
-	HTTP    net.Listener
-	TURNUDP net.PacketConn
-	TURNTCP net.Listener
-	Metrics net.Listener
+	HTTP    net.Listener   // plain HTTP: the app, /ws, /api
+	TURNUDP net.PacketConn // TURN over UDP
+	TURNTCP net.Listener   // TURN over TCP
+	TLS     net.Listener   // TCP for HTTPS and TURN over TLS on one port (tls-listen)
+	TURNTLS net.Listener   // TCP for TURN over TLS alone (turn-tls-listen)
+	Metrics net.Listener   // Prometheus /metrics
 }
 
 // Server is a running Parley.
 type Server struct {
-	cfg     config.Config
-	log     *slog.Logger
-	ln      Listeners
-	sig     *signaling.Server
-	relay   *turn.Server
-	http    *http.Server
-	metrics *http.Server
-	errc    chan error
+	cfg       config.Config
+	log       *slog.Logger
+	ln        Listeners
+	sig       *signaling.Server
+	relay     *turn.Server
+	http      *http.Server
+	https     *http.Server
+	shared    *tlsmux.Mux
+	metrics   *http.Server
+	errc      chan error
+	relayOnly bool
 }
 
 // New builds Parley from cfg on the given sockets. It does not serve until
@@ -55,15 +62,48 @@ func New(cfg config.Config, logger *slog.Logger, ln Listeners) (*Server, error) 
 	if ln.HTTP == nil {
 		return nil, ErrNoListener
 	}
+	return build(cfg, logger, ln, false)
+}
+
+// NewRelay builds the standalone TURN relay (`parley turn`): the relay and
+// the metrics listener only. cfg.TURNSecret must be set: it is shared with
+// whatever hands out the credentials (Parley, or any TURN REST API user).
+func NewRelay(cfg config.Config, logger *slog.Logger, ln Listeners) (*Server, error) {
+	if cfg.TURNSecret == "" {
+		return nil, ErrNoSecret
+	}
+	if ln.TURNUDP == nil && ln.TURNTCP == nil && ln.TURNTLS == nil {
+		return nil, ErrNoListener
+	}
+	ln.HTTP, ln.TLS = nil, nil
+	return build(cfg, logger, ln, true)
+}
+
+func build(cfg config.Config, logger *slog.Logger, ln Listeners, relayOnly bool) (*Server, error) {
 	if cfg.TURNSecret == "" {
 		b := make([]byte, 32)
 		rand.Read(b)
 		cfg.TURNSecret = base64.RawURLEncoding.EncodeToString(b)
 		cfg.SecretGenerated = true
 	}
-	s := &Server{cfg: cfg, log: logger, ln: ln, errc: make(chan error, 4)}
+	s := &Server{cfg: cfg, log: logger, ln: ln, errc: make(chan error, 4), relayOnly: relayOnly}
 
-	if ln.TURNUDP != nil || ln.TURNTCP != nil {
+	var turnTLS []net.Listener
+	if ln.TLS != nil || ln.TURNTLS != nil {
+		tc, err := tlsConfig(cfg, logger)
+		if err != nil {
+			return nil, err
+		}
+		if ln.TLS != nil {
+			s.shared = tlsmux.New(ln.TLS, tc, logger.With("component", "tlsmux"))
+			turnTLS = append(turnTLS, s.shared.TURN())
+		}
+		if ln.TURNTLS != nil {
+			turnTLS = append(turnTLS, tls.NewListener(ln.TURNTLS, tc))
+		}
+	}
+
+	if ln.TURNUDP != nil || ln.TURNTCP != nil || len(turnTLS) > 0 {
 		publicIP := cfg.TURNPublicIP
 		if !publicIP.IsValid() {
 			publicIP = defaultRelayIP(ln)
@@ -76,6 +116,7 @@ func New(cfg config.Config, logger *slog.Logger, ln Listeners) (*Server, error) 
 		if ln.TURNTCP != nil {
 			lns = append(lns, ln.TURNTCP)
 		}
+		lns = append(lns, turnTLS...)
 		relay, err := turn.New(turn.Config{
 			PublicIP:      publicIP,
 			RelayPortMin:  cfg.TURNRelayMin,
@@ -91,29 +132,37 @@ func New(cfg config.Config, logger *slog.Logger, ln Listeners) (*Server, error) 
 		s.cfg.TURNPublicIP = publicIP
 	}
 
-	s.sig = signaling.New(signaling.Config{
-		PublicURL:      cfg.PublicURL,
-		AllowedOrigins: cfg.AllowedOrigins,
-		ICEServers:     s.iceServers,
-		MaxRooms:       cfg.MaxRooms,
-		RoomsPerIP:     cfg.RoomsPerIP,
-		RoomTTL:        cfg.RoomTTL,
-	}, logger.With("component", "signaling"))
+	if !relayOnly {
+		s.sig = signaling.New(signaling.Config{
+			PublicURL:      cfg.PublicURL,
+			AllowedOrigins: cfg.AllowedOrigins,
+			ICEServers:     s.iceServers,
+			MaxRooms:       cfg.MaxRooms,
+			RoomsPerIP:     cfg.RoomsPerIP,
+			RoomTTL:        cfg.RoomTTL,
+		}, logger.With("component", "signaling"))
 
-	mux := http.NewServeMux()
-	mux.Handle("/ws", s.sig)
-	mux.Handle("/api/", s.sig)
-	mux.Handle("/", web.Handler(map[string]fs.FS{"e2ee": e2ee.Browser}))
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/plain")
-		w.Write([]byte("ok\n"))
-	})
-	s.http = &http.Server{
-		Handler:           web.SecurityHeaders(mux),
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		MaxHeaderBytes:    16 << 10,
-		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelDebug),
+		mux := http.NewServeMux()
+		mux.Handle("/ws", s.sig)
+		mux.Handle("/api/", s.sig)
+		mux.Handle("/", web.Handler(map[string]fs.FS{"e2ee": e2ee.Browser}))
+		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "text/plain")
+			w.Write([]byte("ok\n"))
+		})
+		newHTTP := func() *http.Server {
+			return &http.Server{
+				Handler:           web.SecurityHeaders(mux),
+				ReadHeaderTimeout: 10 * time.Second,
+				IdleTimeout:       120 * time.Second,
+				MaxHeaderBytes:    16 << 10,
+				ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelDebug),
+			}
+		}
+		s.http = newHTTP()
+		if s.shared != nil {
+			s.https = newHTTP()
+		}
 	}
 	if ln.Metrics != nil {
 		s.metrics = &http.Server{Handler: s.metricsHandler(), ReadHeaderTimeout: 10 * time.Second}
@@ -134,13 +183,33 @@ func (s *Server) iceServers(r *http.Request, peerID string) []signaling.ICEServe
 	} else if s.ln.TURNTCP != nil {
 		port = portOf(s.ln.TURNTCP.Addr())
 	}
+	if s.ln.TURNUDP == nil && s.ln.TURNTCP == nil {
+		var urls []string
+		tlsHost := s.tlsHost(r)
+		for _, l := range []net.Listener{s.ln.TURNTLS, s.ln.TLS} {
+			if l != nil {
+				urls = append(urls, "turns:"+net.JoinHostPort(tlsHost, portOf(l.Addr()))+"?transport=tcp")
+			}
+		}
+		user, pass := turn.Credentials([]byte(s.cfg.TURNSecret), peerID, s.cfg.TURNCredTTL, time.Now())
+		return []signaling.ICEServer{{URLs: urls, Username: user, Credential: pass}}
+	}
 	hp := net.JoinHostPort(host, port)
+	// UDP first, then TCP, then TLS (port 443 when shared with HTTPS): a
+	// client behind a firewall falls back on its own.
 	var urls []string
 	if s.ln.TURNUDP != nil {
 		urls = append(urls, "turn:"+hp+"?transport=udp")
 	}
 	if s.ln.TURNTCP != nil {
 		urls = append(urls, "turn:"+hp+"?transport=tcp")
+	}
+	tlsHost := s.tlsHost(r)
+	if s.ln.TURNTLS != nil {
+		urls = append(urls, "turns:"+net.JoinHostPort(tlsHost, portOf(s.ln.TURNTLS.Addr()))+"?transport=tcp")
+	}
+	if s.ln.TLS != nil {
+		urls = append(urls, "turns:"+net.JoinHostPort(tlsHost, portOf(s.ln.TLS.Addr()))+"?transport=tcp")
 	}
 	user, pass := turn.Credentials([]byte(s.cfg.TURNSecret), peerID, s.cfg.TURNCredTTL, time.Now())
 	return []signaling.ICEServer{{URLs: urls, Username: user, Credential: pass}}
@@ -165,6 +234,20 @@ func (s *Server) turnHost(r *http.Request) string {
 		return s.cfg.TURNPublicIP.String()
 	}
 	return host
+}
+
+// tlsHost is the name TURN-over-TLS clients use: it must match the
+// certificate, so the ACME name or the public URL's host come first.
+func (s *Server) tlsHost(r *http.Request) string {
+	if len(s.cfg.ACMEDomains) > 0 {
+		return s.cfg.ACMEDomains[0]
+	}
+	if s.cfg.PublicURL != "" {
+		if u, err := url.Parse(s.cfg.PublicURL); err == nil {
+			return u.Hostname()
+		}
+	}
+	return s.turnHost(r)
 }
 
 func portOf(a net.Addr) string {
@@ -211,8 +294,10 @@ func (s *Server) metricsHandler() http.Handler {
 	counter := func(name, help string, f func() float64) {
 		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, f))
 	}
-	gauge("parley_rooms", "Rooms held by the signaling server.", func() float64 { return float64(s.sig.Rooms()) })
-	gauge("parley_websockets", "Open signaling WebSockets.", func() float64 { return float64(s.sig.Connections()) })
+	if s.sig != nil {
+		gauge("parley_rooms", "Rooms held by the signaling server.", func() float64 { return float64(s.sig.Rooms()) })
+		gauge("parley_websockets", "Open signaling WebSockets.", func() float64 { return float64(s.sig.Connections()) })
+	}
 	if s.relay != nil {
 		st := func() turn.Stats { return s.relay.Stats() }
 		gauge("parley_turn_allocations", "Current TURN allocations.", func() float64 { return float64(st().Allocations) })
@@ -229,6 +314,9 @@ func (s *Server) metricsHandler() http.Handler {
 
 // URL is the address to open in a browser.
 func (s *Server) URL() string {
+	if s.ln.HTTP == nil {
+		return ""
+	}
 	if s.cfg.PublicURL != "" {
 		return s.cfg.PublicURL + "/"
 	}
@@ -259,17 +347,28 @@ func (s *Server) RelayAddress() netip.Addr {
 
 // Start serves in the background. Errors from the servers arrive on Err.
 func (s *Server) Start() {
-	go func() {
-		if err := s.http.Serve(s.ln.HTTP); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			s.errc <- fmt.Errorf("server: HTTP: %w", err)
-		}
-	}()
-	if s.metrics != nil {
+	serve := func(name string, srv *http.Server, l net.Listener) {
 		go func() {
-			if err := s.metrics.Serve(s.ln.Metrics); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				s.errc <- fmt.Errorf("server: metrics: %w", err)
+			if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				s.errc <- fmt.Errorf("server: %s: %w", name, err)
 			}
 		}()
+	}
+	if s.http != nil {
+		serve("HTTP", s.http, s.ln.HTTP)
+	}
+	if s.shared != nil {
+		go func() {
+			if err := s.shared.Serve(); err != nil && !errors.Is(err, tlsmux.ErrClosed) {
+				s.errc <- fmt.Errorf("server: TLS: %w", err)
+			}
+		}()
+		if s.https != nil {
+			serve("HTTPS", s.https, s.shared.Web())
+		}
+	}
+	if s.metrics != nil {
+		serve("metrics", s.metrics, s.ln.Metrics)
 	}
 }
 
@@ -279,26 +378,42 @@ func (s *Server) Err() <-chan error { return s.errc }
 // Shutdown stops accepting, tells participants the server is going away,
 // waits for them (or ctx), and closes the relay.
 func (s *Server) Shutdown(ctx context.Context) error {
-	err := s.http.Shutdown(ctx)
-	if e := s.sig.Shutdown(ctx); err == nil {
-		err = e
+	var err error
+	keep := func(e error) {
+		if err == nil && e != nil {
+			err = e
+		}
+	}
+	if s.http != nil {
+		keep(s.http.Shutdown(ctx))
+	}
+	if s.https != nil {
+		keep(s.https.Shutdown(ctx))
+	}
+	if s.sig != nil {
+		keep(s.sig.Shutdown(ctx))
+	}
+	if s.shared != nil {
+		s.shared.Close()
 	}
 	if s.metrics != nil {
 		s.metrics.Close()
 	}
 	if s.relay != nil {
-		if e := s.relay.Close(); err == nil {
-			err = e
-		}
+		keep(s.relay.Close())
 	}
 	return err
 }
 
 // Close stops everything at once.
 func (s *Server) Close() error {
-	s.http.Close()
-	if s.metrics != nil {
-		s.metrics.Close()
+	for _, h := range []*http.Server{s.http, s.https, s.metrics} {
+		if h != nil {
+			h.Close()
+		}
+	}
+	if s.shared != nil {
+		s.shared.Close()
 	}
 	if s.relay != nil {
 		s.relay.Close()

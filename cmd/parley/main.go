@@ -1,6 +1,10 @@
 // Command parley serves end-to-end encrypted calls: the web app, signaling
 // and an embedded TURN relay, in one binary. Run it with no arguments and
 // open the URL it prints; `parley --help` lists every setting.
+//
+// `parley turn [flags]` runs only the TURN relay (for a DMZ host), with
+// the same flags; it needs -turn-secret, shared with the app that hands out
+// credentials (Parley, or anything using coturn's use-auth-secret scheme).
 package main
 
 import (
@@ -25,6 +29,10 @@ func main() {
 }
 
 func run(args []string) int {
+	relayOnly := len(args) > 0 && args[0] == "turn"
+	if relayOnly {
+		args = args[1:]
+	}
 	cfg, err := config.Load(args, os.LookupEnv, os.Stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
@@ -35,12 +43,21 @@ func run(args []string) int {
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
 
-	ln, err := listen(cfg)
+	if relayOnly && cfg.TURNSecret == "" {
+		fmt.Fprintln(os.Stderr, "parley turn: set -turn-secret (or PARLEY_TURN_SECRET): the standalone relay shares it with the app that hands out credentials")
+		return 2
+	}
+	ln, err := listen(cfg, relayOnly)
 	if err != nil {
 		log.Error("cannot open sockets", "err", err)
 		return 1
 	}
-	srv, err := server.New(cfg, log, ln)
+	var srv *server.Server
+	if relayOnly {
+		srv, err = server.NewRelay(cfg, log, ln)
+	} else {
+		srv, err = server.New(cfg, log, ln)
+	}
 	if err != nil {
 		log.Error("cannot start", "err", err)
 		return 1
@@ -50,10 +67,14 @@ func run(args []string) int {
 		log.Info("TURN secret generated for this run; set -turn-secret to share it with another relay or to keep credentials valid across restarts")
 	}
 	if a := srv.RelayAddress(); a.IsValid() {
-		log.Info("TURN relay listening", "addr", cfg.TURNListen, "advertised", a.String())
+		log.Info("TURN relay listening", "udp+tcp", cfg.TURNListen, "tls", cfg.TURNTLSListen, "shared-tls", cfg.TLSListen, "advertised", a.String())
 	}
-	log.Info("Parley is running", "url", srv.URL())
-	fmt.Fprintf(os.Stderr, "\n  Open %s in your browser to start a call.\n\n", srv.URL())
+	if relayOnly {
+		log.Info("Parley TURN relay is running (standalone)")
+	} else {
+		log.Info("Parley is running", "url", srv.URL(), "https", cfg.TLSListen)
+		fmt.Fprintf(os.Stderr, "\n  Open %s in your browser to start a call.\n\n", srv.URL())
+	}
 
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
@@ -79,11 +100,26 @@ func run(args []string) int {
 }
 
 // listen opens every socket Parley serves on; the libraries take them.
-func listen(cfg config.Config) (server.Listeners, error) {
+func listen(cfg config.Config, relayOnly bool) (server.Listeners, error) {
 	var ln server.Listeners
 	var err error
-	if ln.HTTP, err = net.Listen("tcp", cfg.Listen); err != nil {
-		return ln, fmt.Errorf("listen %s: %w", cfg.Listen, err)
+	tcp := func(addr, what string) (net.Listener, error) {
+		if addr == "" {
+			return nil, nil
+		}
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			return nil, fmt.Errorf("%s %s: %w", what, addr, err)
+		}
+		return l, nil
+	}
+	if !relayOnly {
+		if ln.HTTP, err = tcp(cfg.Listen, "listen"); err != nil {
+			return ln, err
+		}
+		if ln.TLS, err = tcp(cfg.TLSListen, "tls-listen"); err != nil {
+			return ln, err
+		}
 	}
 	if cfg.TURNListen != "" {
 		udp, err := net.ListenPacket("udp", cfg.TURNListen)
@@ -94,14 +130,15 @@ func listen(cfg config.Config) (server.Listeners, error) {
 			slog.Warn("TURN socket buffers not enlarged", "err", err)
 		}
 		ln.TURNUDP = udp
-		if ln.TURNTCP, err = net.Listen("tcp", cfg.TURNListen); err != nil {
-			return ln, fmt.Errorf("TURN TCP %s: %w", cfg.TURNListen, err)
+		if ln.TURNTCP, err = tcp(cfg.TURNListen, "TURN TCP"); err != nil {
+			return ln, err
 		}
 	}
-	if cfg.MetricsListen != "" {
-		if ln.Metrics, err = net.Listen("tcp", cfg.MetricsListen); err != nil {
-			return ln, fmt.Errorf("metrics %s: %w", cfg.MetricsListen, err)
-		}
+	if ln.TURNTLS, err = tcp(cfg.TURNTLSListen, "turn-tls-listen"); err != nil {
+		return ln, err
+	}
+	if ln.Metrics, err = tcp(cfg.MetricsListen, "metrics-listen"); err != nil {
+		return ln, err
 	}
 	return ln, nil
 }
