@@ -227,7 +227,15 @@ func (c *client) join(m *Message) error {
 func (c *client) forward(in *Message) {
 	// Only the fields of the message's own type go on: nothing else a
 	// client sets reaches the others.
-	m := &Message{Type: in.Type, From: c.id, SDP: in.SDP, Candidate: in.Candidate, Payload: in.Payload}
+	m := &Message{Type: in.Type, From: c.id}
+	switch in.Type {
+	case TypeOffer, TypeAnswer:
+		m.SDP = in.SDP
+	case TypeCandidate:
+		m.Candidate = in.Candidate
+	case TypeE2EE:
+		m.Payload = in.Payload
+	}
 	to := in.To
 	data, _ := json.Marshal(m)
 	rm := c.room
