@@ -43,6 +43,32 @@ async function kCodeOf(secret, room) {
   return webcrypto.subtle.importKey('raw', raw, { name: 'HMAC', hash: 'SHA-256' }, false, ['sign']);
 }
 
+/**
+ * The safety code the pages should show for `members`, computed here from
+ * the link secret and what crossed the proxy. Works with both versions of
+ * keys.js: the first (code over the members' keys only) and the one with a
+ * commit-and-reveal round (code also over an epoch and every member's
+ * revealed random r, taken from the recorded "reveal" messages).
+ * @param {Uint8Array} secret @param {string} room @param {{pid: string, pub: Uint8Array}[]} members
+ * @param {Awaited<ReturnType<typeof startProxy>>} proxy
+ */
+async function expectedCode(secret, room, members, proxy) {
+  const kCode = await kCodeOf(secret, room);
+  const code = /** @type {(...a: any[]) => Promise<string>} */ (safetyCode);
+  if (code.length <= 3) return code(kCode, room, members);
+  const items = members.map((m) => lp(m.pid)).sort(Buffer.compare);
+  const epoch = new Uint8Array(await webcrypto.subtle.digest('SHA-256', Buffer.concat([Buffer.from('parley/1 epoch'), lp(room), ...items])));
+  const tag = b64url(epoch);
+  /** @type {Map<number, Uint8Array>} one reveal per sending connection */
+  const reveals = new Map();
+  for (const m of proxy.messages) {
+    const p = m.json?.payload;
+    if (m.dir === 'c2s' && m.json?.type === 'e2ee' && p?.t === 'reveal' && p.epoch === tag) reveals.set(m.conn, unb64url(p.r));
+  }
+  if (reveals.size !== members.length) return `(${reveals.size} reveals for ${members.length} members)`;
+  return code(kCode, room, epoch, members, [...reveals.values()]);
+}
+
 const noHooks = () => ({
   send() {}, installSendKey() {}, installRecvKey() {}, dropPeer() {}, onChange() {}, onWarning() {},
 });
@@ -110,7 +136,8 @@ async function waitVideo(page, pred, what, timeoutMs = 20000) {
  * @param {(ctx: any) => Promise<void>} body
  */
 function callCase(title, makeHook, body) {
-  test(title, { timeout: 60000 }, async () => {
+  // A case takes about 10 s here; the limit leaves room for a machine shared with other browser tests.
+  test(title, { timeout: 90000 }, async () => {
     const t0 = Date.now();
     const room = await parley.room();
     const secret = unb64url(room.secret);
@@ -164,7 +191,7 @@ callCase('control: through an untouched proxy both sides are green with the same
   const { A, B, connA, connB } = ids(proxy);
   const ha = realHello(proxy, connA);
   const hb = realHello(proxy, connB);
-  const expected = await safetyCode(await kCodeOf(secret, room.id), room.id, [{ pid: A, pub: unb64url(ha.pub) }, { pid: B, pub: unb64url(hb.pub) }]);
+  const expected = await expectedCode(secret, room.id, [{ pid: A, pub: unb64url(ha.pub) }, { pid: B, pub: unb64url(hb.pub) }], proxy);
   assert.equal(ba.code, expected, 'the code covers Alice\'s and Bob\'s real keys');
   assert.deepEqual(proxy.problems, []);
   console.log(`control: Alice ${ba.code}, Bob ${bb.code}; ${proxy.messages.length} messages relayed`);
@@ -203,13 +230,18 @@ callCase('outsider: a proxy without the link secret that swaps public keys is re
     assert.match(x.title, /^Warning: .*sent a key that does not match this call link/, `${who}'s warning says why: ${x.title}`);
     assert.ok(!x.helpShown, `${who} is not told to compare a code (no confirmed peer)`);
   }
-  // The code on screen covers each person alone: the other is not confirmed.
-  const { A, B, connA, connB } = ids(proxy);
-  const kCode = await kCodeOf(secret, room.id);
-  const soloA = await safetyCode(kCode, room.id, [{ pid: A, pub: unb64url(realHello(proxy, connA).pub) }]);
-  const soloB = await safetyCode(kCode, room.id, [{ pid: B, pub: unb64url(realHello(proxy, connB).pub) }]);
-  assert.equal(ba.code, soloA, 'Alice\'s code covers only herself');
-  assert.equal(bb.code, soloB, 'Bob\'s code covers only himself');
+  // The code on screen covers each person alone: the other is not
+  // confirmed. (With the commit-and-reveal keys.js a lone member's code
+  // includes a random r that never leaves the page, so it cannot be
+  // recomputed here; the check below that nobody sent anything but hellos
+  // covers that version.)
+  if (safetyCode.length <= 3) {
+    const { A, B, connA, connB } = ids(proxy);
+    const soloA = await expectedCode(secret, room.id, [{ pid: A, pub: unb64url(realHello(proxy, connA).pub) }], proxy);
+    const soloB = await expectedCode(secret, room.id, [{ pid: B, pub: unb64url(realHello(proxy, connB).pub) }], proxy);
+    assert.equal(ba.code, soloA, 'Alice\'s code covers only herself');
+    assert.equal(bb.code, soloB, 'Bob\'s code covers only himself');
+  }
   // Media reaches each side but does not decrypt.
   const va0 = await waitVideo(a.page, (s) => s.state === 'connected' && s.packetsReceived > 100, 'video packets at Alice');
   const vb0 = await waitVideo(b.page, (s) => s.state === 'connected' && s.packetsReceived > 100, 'video packets at Bob');
@@ -222,7 +254,7 @@ callCase('outsider: a proxy without the link secret that swaps public keys is re
   }
   // No key agreement got past the hellos.
   const c2s = proxy.messages.filter((m) => m.dir === 'c2s' && m.json?.type === 'e2ee').map((m) => m.json.payload.t);
-  assert.deepEqual(c2s.filter((t) => t !== 'hello'), [], 'nobody sent a confirmation or a key');
+  assert.deepEqual(c2s.filter((t) => t !== 'hello'), [], 'nobody sent a confirmation, a key or a safety-code commitment');
   const rewritten = proxy.messages.filter((m) => m.action === 'rewritten').length;
   const injected = proxy.messages.filter((m) => m.action === 'injected').length;
   assert.ok(rewritten >= 2 && injected >= 1, `hellos were forged (${rewritten} rewritten, ${injected} injected)`);
