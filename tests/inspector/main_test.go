@@ -122,7 +122,7 @@ func TestAssembler(t *testing.T) {
 	push(vp8(65535, 100, false, true, 3))
 	push(vp8(1, 200, false, true, 6))
 	push(vp8(0, 200, true, false, 4, 5))
-	push(vp8(0, 200, true, false, 4, 5)) // late duplicate
+	push(vp8(0, 200, true, false, 4, 5))  // late duplicate
 	push(vp8(65535, 100, false, true, 3)) // late duplicate of an emitted frame
 	if len(got) != 2 || !bytes.Equal(got[0].data, []byte{1, 2, 3}) || !bytes.Equal(got[1].data, []byte{4, 5, 6}) || !got[0].complete || !got[1].complete {
 		t.Fatalf("got %+v", got)
