@@ -12,11 +12,19 @@ need_apt=()
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 command -v nft >/dev/null 2>&1 || need_apt+=(nftables)
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs npm)
+command -v turnutils_uclient >/dev/null || need_apt+=(coturn)
 if [ ${#need_apt[@]} -gt 0 ]; then
   step "installing Debian packages: ${need_apt[*]}"
   SUDO=; [ "$(id -u)" -eq 0 ] || SUDO=sudo
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+  # coturn is installed for its test client (tests/turn/) only. Its sysv
+  # script starts nothing (/etc/default/coturn leaves TURNSERVER_ENABLED
+  # off) and containers without systemd have no service manager, but under
+  # systemd the package enables and starts turnserver on port 3478: stop it.
+  if [[ " ${need_apt[*]} " == *" coturn "* ]] && [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+    $SUDO systemctl disable --now coturn >/dev/null 2>&1 || true
+  fi
 fi
 
 step "npm packages (playwright-core, typescript; no browser download)"
