@@ -132,17 +132,46 @@ export async function e2eeSupported() {
 
 /**
  * The 12-digit safety code: HMAC(K_code, "parley/1 safety" || v || suite ||
- * curve || lp(R) || sorted lp(pid || pub) of every confirmed member), first
- * 40 bits as 12 decimal digits in three groups.
- * @param {CryptoKey} kCode @param {string} room @param {{pid: string, pub: Uint8Array}[]} members
+ * curve || lp(R) || epoch || sorted lp(lp(pid) || pub) of every confirmed
+ * member || sorted lp(r) of every member's revealed random), first 40 bits
+ * as 12 decimal digits in three groups.
+ * @param {CryptoKey} kCode @param {string} room @param {Uint8Array} epoch
+ * @param {{pid: string, pub: Uint8Array}[]} members @param {Uint8Array[]} reveals
  */
-export async function safetyCode(kCode, room, members) {
+export async function safetyCode(kCode, room, epoch, members, reveals) {
   const items = members.map((m) => lp(cat(lp(m.pid), m.pub))).sort(cmpBytes);
-  const mac = await hmac(kCode, cat('parley/1 safety', uint(E2EE_VERSION, 1), uint(SUITE, 2), lp(CURVE), lp(room), ...items));
+  const rs = reveals.map((r) => lp(r)).sort(cmpBytes);
+  const mac = await hmac(kCode, cat('parley/1 safety', uint(E2EE_VERSION, 1), uint(SUITE, 2), lp(CURVE), lp(room), lp(epoch), ...items, ...rs));
   let n = 0n;
   for (let i = 0; i < 5; i++) n = (n << 8n) | BigInt(mac[i]);
   const d = (n % 1000000000000n).toString().padStart(12, '0');
   return `${d.slice(0, 4)} ${d.slice(4, 8)} ${d.slice(8, 12)}`;
+}
+
+/**
+ * The epoch of a membership: SHA-256("parley/1 epoch" || lp(R) || sorted lp(pid)).
+ * Everyone who sees the same confirmed members computes the same epoch.
+ * @param {string} room @param {string[]} pids
+ */
+async function epochOf(room, pids) {
+  const items = pids.map((p) => lp(p)).sort(cmpBytes);
+  return new Uint8Array(await crypto.subtle.digest('SHA-256', buf(cat('parley/1 epoch', lp(room), ...items))));
+}
+
+/**
+ * A commitment to r: SHA-256("parley/1 commit" || lp(R) || lp(pid) || lp(epoch) || r).
+ * @param {string} room @param {string} pid @param {Uint8Array} epoch @param {Uint8Array} r
+ */
+async function commitment(room, pid, epoch, r) {
+  return new Uint8Array(await crypto.subtle.digest('SHA-256', buf(cat('parley/1 commit', lp(room), lp(pid), lp(epoch), r))));
+}
+
+/** Constant-time equality of two byte strings. @param {Uint8Array} a @param {Uint8Array} b */
+function equalBytes(a, b) {
+  if (a.length !== b.length) return false;
+  let d = 0;
+  for (let i = 0; i < a.length; i++) d |= a[i] ^ b[i];
+  return d === 0;
 }
 
 /**
@@ -183,14 +212,33 @@ export class KeyAgreement {
     /** @type {Uint8Array} */
     this.base = new Uint8Array(0);
     this.warned = 0;
+    this.warnWindow = 0;
     /** Our X25519 public key (raw, 32 bytes). */
     this.pub = new Uint8Array(0);
     /** @type {Promise<void>} serialises message handling */
     this.queue = Promise.resolve();
+    /**
+     * The safety-code round of the current membership: commit to a random r,
+     * reveal it once everyone's commitment is in, then compute the code from
+     * every r. Nobody can choose their r after seeing another's, so a server
+     * that knows the link cannot grind two views into one code.
+     * @type {{epoch: Uint8Array, tag: string, r: Uint8Array, pids: string[], revealed: boolean} | null}
+     */
+    this.round = null;
+    /** Commitments and reveals received, by epoch tag then pid. @type {Map<string, Map<string, {commit?: Uint8Array, r?: Uint8Array}>>} */
+    this.rounds = new Map();
   }
 
   /** Derives the link keys, makes the key pair and the first sender key, and says hello. @param {string} myId */
-  async start(myId) {
+  start(myId) {
+    // Messages that arrive while we start wait in the same queue.
+    const started = this.queue.then(() => this.begin(myId));
+    this.queue = started.catch(() => {});
+    return started;
+  }
+
+  /** @param {string} myId */
+  async begin(myId) {
     this.myId = myId;
     const salt = lp(this.room);
     this.kHello = await hmacKey(await hkdf(this.secret, salt, 'parley/1 hello-key', 32));
@@ -234,6 +282,8 @@ export class KeyAgreement {
     if (!m) return;
     if (p.t === 'confirm') return this.onConfirm(m, p);
     if (p.t === 'key') return this.onKey(m, p);
+    if (m.state !== 'confirmed') return;
+    if (p.t === 'commit' || p.t === 'reveal') return this.onRound(m, p);
   }
 
   /** @param {string} from @param {any} p */
@@ -246,6 +296,7 @@ export class KeyAgreement {
     }
     // The MAC is checked over our own view: the sender is who the server
     // says it is (from), in our room.
+    if (from === this.myId) return this.reject(from, 'is a copy of your own key sent back by the server');
     if (p.pid !== from || pub.length !== 32 || nonce.length !== 32 ||
         !(await verify(/** @type {CryptoKey} */ (this.kHello), mac, this.helloInput(from, pub, nonce)))) {
       return this.reject(from, 'sent a key that does not match this call link');
@@ -355,8 +406,16 @@ export class KeyAgreement {
     const kid = makeKid(this.index, this.gen, 0);
     const key = this.base.slice();
     for (const m of this.members.values()) if (m.state === 'confirmed') await this.sendKeyTo(m);
-    if (now) this.hooks.installSendKey(kid, key);
-    else setTimeout(() => this.hooks.installSendKey(kid, key), this.hooks.switchDelayMs ?? SWITCH_DELAY_MS);
+    if (now) {
+      this.hooks.installSendKey(kid, key);
+      return;
+    }
+    const gen = this.gen;
+    setTimeout(() => {
+      // Someone joined meanwhile and we already ratcheted past this key
+      // (or a newer generation started): keep the newer one.
+      if (this.gen === gen && this.step === 0) this.hooks.installSendKey(kid, key);
+    }, this.hooks.switchDelayMs ?? SWITCH_DELAY_MS);
   }
 
   async ratchetForward() {
@@ -379,16 +438,92 @@ export class KeyAgreement {
     return this.queue;
   }
 
+  /**
+   * Starts a safety-code round for the current confirmed membership. Alone,
+   * the code is computed at once (there is nobody to compare with).
+   */
   async updateCode() {
-    const members = [{ pid: this.myId, pub: /** @type {Uint8Array} */ (this.pub) }];
-    for (const m of this.members.values()) if (m.state === 'confirmed') members.push({ pid: m.pid, pub: m.pub });
-    this.code = await safetyCode(/** @type {CryptoKey} */ (this.kCode), this.room, members);
+    const pids = [this.myId, ...this.confirmed()];
+    const epoch = await epochOf(this.room, pids);
+    const tag = b64url(epoch);
+    if (this.round && this.round.tag === tag) return;
+    this.code = '';
+    const r = crypto.getRandomValues(new Uint8Array(32));
+    this.round = { epoch, tag, r, pids, revealed: false };
+    // Forget rounds of other memberships, keeping what already arrived for this one.
+    for (const k of [...this.rounds.keys()]) if (k !== tag) this.rounds.delete(k);
+    if (pids.length === 1) {
+      this.code = await this.computeCode(this.round, [r]);
+      return;
+    }
+    const c = await commitment(this.room, this.myId, epoch, r);
+    for (const pid of pids) if (pid !== this.myId) this.hooks.send({ t: 'commit', epoch: tag, c: b64url(c) }, pid);
+    await this.progress();
+  }
+
+  /** @param {Member} m @param {any} p */
+  async onRound(m, p) {
+    if (typeof p.epoch !== 'string' || p.epoch.length > 64) return;
+    let got = this.rounds.get(p.epoch);
+    if (!got) {
+      if (this.rounds.size > 8) return; // bounded: a server cannot make us store junk
+      got = new Map();
+      this.rounds.set(p.epoch, got);
+    }
+    const e = got.get(m.pid) || {};
+    try {
+      if (p.t === 'commit' && !e.commit) e.commit = unb64url(p.c);
+      if (p.t === 'reveal' && !e.r) e.r = unb64url(p.r);
+    } catch {
+      return this.reject(m.pid, 'sent a malformed safety-code message');
+    }
+    got.set(m.pid, e);
+    await this.progress();
+  }
+
+  /** Reveals once every commitment is in; computes the code once every reveal checks out. */
+  async progress() {
+    const round = this.round;
+    if (!round || round.pids.length === 1) return;
+    const got = this.rounds.get(round.tag) || new Map();
+    const others = round.pids.filter((p) => p !== this.myId);
+    if (!others.every((p) => got.get(p)?.commit)) return;
+    if (!round.revealed) {
+      round.revealed = true;
+      for (const pid of others) this.hooks.send({ t: 'reveal', epoch: round.tag, r: b64url(round.r) }, pid);
+    }
+    if (!others.every((p) => got.get(p)?.r)) return;
+    const rs = [round.r];
+    for (const pid of others) {
+      const e = /** @type {{commit: Uint8Array, r: Uint8Array}} */ (got.get(pid));
+      if (!equalBytes(await commitment(this.room, pid, round.epoch, e.r), e.commit)) {
+        this.code = '';
+        this.hooks.onChange();
+        return this.reject(pid, 'revealed a safety-code value that does not match its commitment');
+      }
+      rs.push(e.r);
+    }
+    if (this.round !== round) return; // membership changed meanwhile
+    this.code = await this.computeCode(round, rs);
+    this.hooks.onChange();
+  }
+
+  /** @param {{epoch: Uint8Array, pids: string[]}} round @param {Uint8Array[]} rs */
+  async computeCode(round, rs) {
+    const members = [];
+    for (const pid of round.pids) {
+      const pub = pid === this.myId ? this.pub : this.members.get(pid)?.pub;
+      if (pub) members.push({ pid, pub });
+    }
+    return safetyCode(/** @type {CryptoKey} */ (this.kCode), this.room, round.epoch, members, rs);
   }
 
   /** @param {string} pid @param {string} why */
   reject(pid, why) {
-    // The server could replay junk to flood warnings: show at most a few.
-    if (this.warned++ < 20) this.hooks.onWarning(pid, why);
+    // The server could replay junk to flood warnings: at most 5 every 10 s.
+    const now = Date.now();
+    if (now - this.warnWindow > 10000) { this.warnWindow = now; this.warned = 0; }
+    if (this.warned++ < 5) this.hooks.onWarning(pid, why);
   }
 
   /** Confirmed participants' ids. */

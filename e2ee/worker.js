@@ -19,7 +19,7 @@
 //   {op: 'drop-peer', peer: string}                           forget a peer's keys
 //   {op: 'streams', role, peer, kind, readable, writable}     createEncodedStreams fallback
 //   {op: 'stats'}                                             → {op: 'stats', stats}
-// Worker → page: {op: 'stats', stats: {sent, unsent, peers: {[peer]: {opened, dropped, lastOpened, lastDropped}}}}
+// Worker → page: {op: 'stats', stats: {sent, unsent, peers: {[peer]: {opened, dropped, reasons}}}}
 
 import { SFrameSender, SFrameReceiver, parseHeader, splitKid, makeKid, ratchet, AES_128_GCM_SHA256_128 } from './sframe.js';
 
@@ -120,9 +120,9 @@ function decrypter(peer, kind) {
     const n = prefixLength(data, kind);
     if (data.length <= n) return drop('short');
     const body = data.subarray(n);
-    await lookAhead(p, body);
     const prefix = data.slice(0, n);
-    const plain = await p.rx.open(metadata(kind, prefix), body);
+    const meta = metadata(kind, prefix);
+    const plain = (await lookAhead(p, meta, body)) || (await p.rx.open(meta, body));
     if (!plain) return drop('open');
     const out = new Uint8Array(n + plain.length);
     out.set(prefix);
@@ -135,25 +135,45 @@ function decrypter(peer, kind) {
 
 /**
  * When a frame's KID is a few ratchet steps ahead of the newest key we hold
- * for that sender (someone joined and the sender ratcheted), derive those
- * steps. Keys that never open a frame are removed again.
- * @param {PeerKeys} p @param {Uint8Array} body
+ * for that sender (someone joined and the sender ratcheted), derive that
+ * step and try it. The new key is kept only if the frame authenticates
+ * under it, so junk frames cannot move our state.
+ * @param {PeerKeys} p @param {Uint8Array} metadata @param {Uint8Array} body
+ * @returns {Promise<Uint8Array|null>} the plaintext if the look-ahead key opened the frame
  */
-async function lookAhead(p, body) {
+async function lookAhead(p, metadata, body) {
   const nk = p.newest;
-  if (!nk) return;
+  if (!nk) return null;
   let kid;
-  try { kid = parseHeader(body).kid; } catch { return; }
-  if (p.rx.hasKey(kid)) return;
+  try { kid = parseHeader(body).kid; } catch { return null; }
+  if (p.rx.hasKey(kid)) return null;
   const { index, generation, step } = splitKid(kid);
-  if (index !== nk.index || generation !== nk.gen || step <= nk.step || step > nk.step + LOOKAHEAD) return;
+  if (index !== nk.index || generation !== nk.gen || step <= nk.step || step > nk.step + LOOKAHEAD) return null;
   let base = nk.base;
   for (let s = nk.step + 1; s <= step; s++) base = await ratchet(SUITE, base);
   await p.rx.addKey(kid, base);
+  const plain = await p.rx.open(metadata, body);
+  if (!plain) {
+    p.rx.removeKey(kid);
+    return null;
+  }
+  // Adopt the step; the previous one stays a little for frames in flight.
+  const oldKid = makeKid(nk.index, nk.gen, nk.step);
   p.newest = { index, gen: generation, step, base };
-  // Older steps stay a little for frames in flight.
-  const oldKid = makeKid(index, nk.gen, nk.step);
-  setTimeout(() => { if (p.newest && p.newest.step !== nk.step) p.rx.removeKey(oldKid); }, KEEP_OLD_MS);
+  retire(p, oldKid);
+  return plain;
+}
+
+/**
+ * Removes a replaced key after KEEP_OLD_MS, unless it became the newest again.
+ * @param {PeerKeys} p @param {bigint} kid
+ */
+function retire(p, kid) {
+  setTimeout(() => {
+    const nk = p.newest;
+    if (nk && makeKid(nk.index, nk.gen, nk.step) === kid) return;
+    p.rx.removeKey(kid);
+  }, KEEP_OLD_MS);
 }
 
 /**
@@ -194,10 +214,7 @@ self.onmessage = async (/** @type {MessageEvent} */ ev) => {
       await p.rx.addKey(m.kid, m.key);
       const prev = p.newest;
       p.newest = { index, gen: generation, step, base: m.key };
-      if (prev && prev.gen !== generation) {
-        const oldKid = makeKid(prev.index, prev.gen, prev.step);
-        setTimeout(() => p.rx.removeKey(oldKid), KEEP_OLD_MS);
-      }
+      if (prev) retire(p, makeKid(prev.index, prev.gen, prev.step));
       break;
     }
     case 'drop-peer':

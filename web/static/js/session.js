@@ -26,7 +26,7 @@ const isFirefox = /Firefox\//.test(navigator.userAgent);
  *   onFatal?: (e: SignalingError) => void,
  *   onSecurity?: (s: Security) => void,
  * }} SessionEvents
- * @typedef {{code: string, confirmed: string[], problems: {peer: string, name: string, text: string}[]}} Security
+ * @typedef {{code: string, confirmed: string[], holders: string[], problems: {peer: string, name: string, text: string}[]}} Security
  * @typedef {{sent: number, unsent: number, peers: Record<string, {opened: number, dropped: number, reasons: Record<string, number>}>}} WorkerStats
  */
 
@@ -82,12 +82,20 @@ export class CallSession {
     for (const [peer, text] of this.keyProblems) {
       problems.push({ peer, name: this.remotes.get(peer)?.name || this.names.get(peer) || 'Someone', text });
     }
+    // Everyone who holds our keys must be someone the server announced: a
+    // key holder nobody can see would be a silent listener.
+    for (const pid of this.keys.confirmed()) {
+      if (!this.remotes.has(pid) && !this.names.has(pid)) {
+        problems.push({ peer: pid, name: 'An unseen participant', text: 'holds a key to this call but is not in the call list' });
+      }
+    }
     for (const peer of this.undecryptable) {
       if (this.keyProblems.has(peer)) continue;
       const name = this.remotes.get(peer)?.name || 'Someone';
       problems.push({ peer, name, text: 'cannot be decrypted' });
     }
-    return { code: this.keys.code, confirmed: this.keys.confirmed(), problems };
+    const holders = this.keys.confirmed().map((pid) => this.remotes.get(pid)?.name || this.names.get(pid) || 'Someone');
+    return { code: this.keys.code, confirmed: this.keys.confirmed(), holders, problems };
   }
 
   reportSecurity() {
@@ -189,7 +197,10 @@ export class CallSession {
     await this.keys.start(this.myId);
     // The newcomer makes the offers: adding our tracks fires
     // negotiationneeded on each new connection.
-    for (const p of welcome.peers || []) this.addRemote(p.id, p.name, true);
+    for (const p of welcome.peers || []) {
+      this.names.set(p.id, p.name);
+      this.addRemote(p.id, p.name, true);
+    }
     return welcome;
   }
 
