@@ -15,8 +15,9 @@
 //	SFrame header || ciphertext || tag
 //
 // with header || metadata as the AAD. Metadata is whatever the application
-// authenticates but does not send (Parley: the codec's clear prefix plus the
-// media kind and stream, E2EE-DESIGN §4); both ends must pass the same bytes.
+// authenticates but does not send (Parley: "parley/1 media", a kind byte
+// (0 audio, 1 video) and the codec's clear prefix; see e2ee/worker.js and
+// docs/security.md); both ends must pass the same bytes.
 //
 // # Header (RFC 9605 §4.3)
 //
@@ -72,8 +73,8 @@
 //	KID = index<<24 | generation<<8 | step     (MakeKID, SplitKID)
 //
 // index (16 bits) names the sender in the room, generation (16 bits) counts
-// fresh random base keys the sender has handed out (a new one on every leave
-// and periodically), and step (8 bits) counts ratchet steps within a
+// fresh random base keys the sender has handed out (a new one when someone leaves
+// and after 255 ratchet steps), and step (8 bits) counts ratchet steps within a
 // generation. A ratchet step replaces the base key by Ratchet(suite, key) =
 // HKDF-Expand(HKDF-Extract("", key), "SFrame 1.0 Ratchet", Nh) (RFC 9605
 // §5.1); senders ratchet when someone joins, so the newcomer cannot decrypt

@@ -8,8 +8,8 @@ package e2ee
 //	|    0     |  index (16) | generation(16)| step |
 //	+----------+-------------+---------------+------+
 //
-// index is the sender's index in the room (the low 16 bits of its
-// participant id), generation counts fresh base keys the sender has
+// index is the sender's index in the room (16 random bits the sender picks
+// for its session), generation counts fresh base keys the sender has
 // distributed, and step counts ratchet steps (Ratchet) within a generation;
 // a sender starts a new generation before step would pass 255. Such a KID is
 // at most 40 bits, so it takes at most 5 bytes in the header.

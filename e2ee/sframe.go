@@ -293,9 +293,9 @@ func (r *Receiver) RemoveKey(kid uint64) {
 		}
 	}
 	r.keys.Store(&m)
-	k.mu.Lock()
-	clear(k.salt[:])
-	k.mu.Unlock()
+	// The salt is not cleared: an Open that loaded the old map may still be
+	// reading it, and the AEAD's expanded key cannot be erased anyway.
+	_ = k
 }
 
 // HasKey reports whether a key is installed for kid.

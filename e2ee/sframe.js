@@ -948,7 +948,7 @@ export class SFrameReceiver {
 //
 //   KID = index16 << 24 | generation16 << 8 | step8        (40 bits)
 //
-// index: the sender (low 16 bits of its participant id); generation: a fresh
+// index: the sender (16 random bits chosen per session); generation: a fresh
 // random base key; step: RFC 9605 §5.1 ratchet step of that key (R = 8 bits).
 
 /**
