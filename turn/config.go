@@ -12,7 +12,30 @@ const (
 	DefaultRealm         = "parley"
 	DefaultCredentialTTL = time.Hour
 	DefaultSocketBuffer  = 2 << 20 // 2 MiB; see the package doc for why
-	minSecretLen         = 16
+
+	DefaultMaxAllocationsPerUser = 10
+	DefaultMaxAllocations        = 10000
+
+	// DefaultBandwidthPerAllocation is 5 MB/s (40 Mbit/s) each way: a
+	// 1080p video stream takes 2-6 Mbit/s and a screen share bursts
+	// higher, so calls never meet it, while one allocation cannot fill a
+	// server's uplink.
+	DefaultBandwidthPerAllocation = 5_000_000
+
+	// DefaultAllocationLifetime is RFC 8656's default allocation lifetime
+	// (§7.2, 10 minutes), granted when the client asks for none.
+	DefaultAllocationLifetime = 10 * time.Minute
+
+	// MaxAllocationLifetime is the longest lifetime a client may obtain in
+	// one Allocate or Refresh (RFC 8656 §7.2 recommends 3600 s). Pion
+	// enforces it and it cannot be changed.
+	MaxAllocationLifetime = time.Hour
+
+	DefaultAuthFailureLimit  = 10
+	DefaultAuthFailureWindow = time.Minute
+
+	minSecretLen          = 16
+	minAllocationLifetime = time.Minute
 )
 
 // Config is what the caller fills in to run a relay. The zero value is not
@@ -48,8 +71,57 @@ type Config struct {
 	// AllowPeers lists peer prefixes the relay may reach although the
 	// default deny list (loopback, private, link-local, own addresses...)
 	// refuses them. Allowing a prefix that holds the server's own addresses
-	// exposes every UDP port of the server on those addresses.
+	// exposes every UDP port of the server on those addresses; allowing
+	// 169.254.0.0/16 exposes the cloud metadata service unless DenyPeers
+	// lists 169.254.169.254/32.
 	AllowPeers []netip.Prefix
+
+	// DenyPeers lists peer prefixes the relay must never reach, on top of
+	// the default deny list. An explicit deny beats everything: a peer in
+	// both DenyPeers and AllowPeers is refused, and so is a relay address
+	// of this server (the relay-to-relay exception) if DenyPeers holds it.
+	// Refusals count under the reason "denied".
+	DenyPeers []netip.Prefix
+
+	// MaxAllocationsPerUser bounds the allocations open at once per user;
+	// the next Allocate is refused with 486 (Allocation Quota Reached).
+	// The user is the id part of the REST username ("<expiry>:<id>"), so
+	// it holds across credentials; a bare "<expiry>" username is its own
+	// user. A browser in a call needs one or two allocations (one per
+	// transport it tries). Default 10; negative means no limit.
+	MaxAllocationsPerUser int
+
+	// MaxAllocations bounds the allocations open at once on the server,
+	// each being a UDP socket and a few goroutines. Default 10000;
+	// negative means no limit (the file descriptor limit then applies).
+	MaxAllocations int
+
+	// BandwidthPerAllocation caps each allocation's relayed traffic, in
+	// bytes per second of UDP payload, separately in each direction (client
+	// to peer, peer to client), with bursts of up to a tenth of a second's
+	// worth (at least 64 KiB) for video key frames. Packets over the cap
+	// are dropped and counted under the reason "bandwidth". Default
+	// DefaultBandwidthPerAllocation (5 MB/s); negative means no cap.
+	BandwidthPerAllocation int
+
+	// AllocationLifetime is the lifetime granted to an allocation whose
+	// Allocate or Refresh carries no LIFETIME attribute. Between 1 minute
+	// and MaxAllocationLifetime; default 10 minutes (RFC 8656 §7.2). See
+	// the package doc for how requested lifetimes are treated.
+	AllocationLifetime time.Duration
+
+	// AuthFailureLimit and AuthFailureWindow rate-limit failed
+	// authentications per source address (IPv4 address or IPv6 /64): a
+	// token bucket of AuthFailureLimit failures, refilled at
+	// AuthFailureLimit per AuthFailureWindow. While it is empty, every
+	// authenticated request from that source is refused with 401 without
+	// looking at the credentials (counted in Stats.AuthRateLimited), except
+	// requests from the client address of a live allocation, so that a
+	// misbehaving client behind the same NAT cannot cut running calls.
+	// Defaults 10 and 1 minute (one more attempt every 6 s once spent);
+	// a negative AuthFailureLimit turns the limit off.
+	AuthFailureLimit  int
+	AuthFailureWindow time.Duration
 
 	// SocketBuffer is the SO_RCVBUF/SO_SNDBUF size requested for each relay
 	// socket (see SetSocketBuffers). Default 2 MiB; negative leaves the
@@ -68,6 +140,24 @@ func (c *Config) Validate() error {
 	}
 	if c.SocketBuffer == 0 {
 		c.SocketBuffer = DefaultSocketBuffer
+	}
+	if c.MaxAllocationsPerUser == 0 {
+		c.MaxAllocationsPerUser = DefaultMaxAllocationsPerUser
+	}
+	if c.MaxAllocations == 0 {
+		c.MaxAllocations = DefaultMaxAllocations
+	}
+	if c.BandwidthPerAllocation == 0 {
+		c.BandwidthPerAllocation = DefaultBandwidthPerAllocation
+	}
+	if c.AllocationLifetime == 0 {
+		c.AllocationLifetime = DefaultAllocationLifetime
+	}
+	if c.AuthFailureLimit == 0 {
+		c.AuthFailureLimit = DefaultAuthFailureLimit
+	}
+	if c.AuthFailureWindow == 0 {
+		c.AuthFailureWindow = DefaultAuthFailureWindow
 	}
 
 	switch {
@@ -110,19 +200,38 @@ func (c *Config) Validate() error {
 		return &configError{"CredentialTTL", "must not be negative"}
 	}
 
-	c.AllowPeers = slices.Clone(c.AllowPeers) // normalized below; the caller's slice stays as is
-	for i, p := range c.AllowPeers {
+	if c.AllocationLifetime < minAllocationLifetime || c.AllocationLifetime > MaxAllocationLifetime {
+		return &configError{"AllocationLifetime", "must be between 1m0s and 1h0m0s"}
+	}
+	if c.AuthFailureWindow < 0 {
+		return &configError{"AuthFailureWindow", "must not be negative"}
+	}
+
+	var err error
+	if c.AllowPeers, err = normalizePrefixes("AllowPeers", c.AllowPeers); err != nil {
+		return err
+	}
+	if c.DenyPeers, err = normalizePrefixes("DenyPeers", c.DenyPeers); err != nil {
+		return err
+	}
+	return nil
+}
+
+// normalizePrefixes returns a masked, unmapped copy of ps (the caller's
+// slice stays as is), or an error naming field.
+func normalizePrefixes(field string, ps []netip.Prefix) ([]netip.Prefix, error) {
+	ps = slices.Clone(ps)
+	for i, p := range ps {
 		if !p.IsValid() {
-			return &configError{"AllowPeers", "invalid prefix at index " + strconv.Itoa(i)}
+			return nil, &configError{field, "invalid prefix at index " + strconv.Itoa(i)}
 		}
 		// Peers are compared unmapped: write ::ffff:10.0.0.0/104 as 10.0.0.0/8.
 		if p.Addr().Is4In6() && p.Bits() >= 96 {
 			p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
 		}
-		c.AllowPeers[i] = p.Masked()
+		ps[i] = p.Masked()
 	}
-
-	return nil
+	return ps, nil
 }
 
 // bindAddr is the address relay sockets bind to.

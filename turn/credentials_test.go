@@ -139,6 +139,21 @@ func TestValidate(t *testing.T) {
 		if cfg.Realm != "parley" || cfg.CredentialTTL != time.Hour || cfg.SocketBuffer != 2<<20 {
 			t.Errorf("defaults not filled: %+v", cfg)
 		}
+		if cfg.MaxAllocationsPerUser != 10 || cfg.MaxAllocations != 10000 ||
+			cfg.BandwidthPerAllocation != 5_000_000 || cfg.AllocationLifetime != 10*time.Minute ||
+			cfg.AuthFailureLimit != 10 || cfg.AuthFailureWindow != time.Minute {
+			t.Errorf("limit defaults not filled: %+v", cfg)
+		}
+	})
+	t.Run("negative means unlimited", func(t *testing.T) {
+		cfg := baseConfig()
+		cfg.MaxAllocationsPerUser, cfg.MaxAllocations, cfg.BandwidthPerAllocation, cfg.AuthFailureLimit = -1, -1, -1, -1
+		if err := cfg.Validate(); err != nil {
+			t.Fatal(err)
+		}
+		if cfg.MaxAllocationsPerUser != -1 || cfg.MaxAllocations != -1 || cfg.BandwidthPerAllocation != -1 || cfg.AuthFailureLimit != -1 {
+			t.Errorf("Validate replaced a negative limit: %+v", cfg)
+		}
 	})
 	t.Run("AllowPeers normalized", func(t *testing.T) {
 		cfg := baseConfig()
@@ -169,6 +184,10 @@ func TestValidate(t *testing.T) {
 		{"RelayBindIP family", func(c *Config) { c.RelayBindIP = netip.IPv6Loopback() }, "turn: RelayBindIP: "},
 		{"negative CredentialTTL", func(c *Config) { c.CredentialTTL = -time.Second }, "turn: CredentialTTL: "},
 		{"invalid AllowPeers", func(c *Config) { c.AllowPeers = []netip.Prefix{{}} }, "turn: AllowPeers: "},
+		{"invalid DenyPeers", func(c *Config) { c.DenyPeers = []netip.Prefix{{}} }, "turn: DenyPeers: "},
+		{"short AllocationLifetime", func(c *Config) { c.AllocationLifetime = 30 * time.Second }, "turn: AllocationLifetime: "},
+		{"long AllocationLifetime", func(c *Config) { c.AllocationLifetime = 2 * time.Hour }, "turn: AllocationLifetime: "},
+		{"negative AuthFailureWindow", func(c *Config) { c.AuthFailureWindow = -time.Second }, "turn: AuthFailureWindow: "},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := baseConfig()

@@ -54,3 +54,9 @@ var (
 
 	errNotUDPAddr = errors.New("turn: relay: destination is not a UDP address")
 )
+
+// ErrQuotaReached is returned to pion when opening a relay socket would
+// exceed Config.MaxAllocationsPerUser or Config.MaxAllocations. The
+// QuotaHandler normally refuses first, with 486; this catches concurrent
+// Allocates that both passed it.
+var ErrQuotaReached = errors.New("turn: allocation quota reached")

@@ -2,7 +2,15 @@ package turn
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"io"
 	"log/slog"
+	"math/big"
 	"net"
 	"net/netip"
 	"sync"
@@ -34,7 +42,36 @@ func (b *syncBuffer) String() string {
 
 // testLogger logs to the test output (shown on failure or with -v).
 func testLogger(t testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo}))
+	return slog.New(slog.NewTextHandler(testOutput(t), &slog.HandlerOptions{Level: slog.LevelInfo}))
+}
+
+// testOutput is t.Output() until the test's cleanups have run. Pion's read
+// loops may still log after Server.Close returns, and writing to
+// t.Output() once a test has ended is a data race in package testing.
+// Call it before starting the server, so that its cleanup runs after the
+// server's Close.
+func testOutput(t testing.TB) io.Writer {
+	w := &cutoffWriter{w: t.Output()}
+	t.Cleanup(func() {
+		w.mu.Lock()
+		w.w = nil
+		w.mu.Unlock()
+	})
+	return w
+}
+
+type cutoffWriter struct {
+	mu sync.Mutex
+	w  io.Writer // nil once cut off
+}
+
+func (c *cutoffWriter) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.w == nil {
+		return len(p), nil
+	}
+	return c.w.Write(p)
 }
 
 func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
@@ -176,4 +213,50 @@ func sendUntilReceived(t testing.TB, src net.PacketConn, dst net.Addr, dstConn n
 	}
 	t.Fatalf("%q never arrived at %s", msg, dst)
 	return nil
+}
+
+// testTLSConfigs makes a self-signed certificate for 127.0.0.1 and the
+// server and client TLS configs that use and trust it.
+func testTLSConfigs(t testing.TB) (server, client *tls.Config) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "parley-turn-test"},
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(cert)
+	server = &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}, MinVersion: tls.VersionTLS13}
+	client = &tls.Config{RootCAs: pool, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS13}
+	return server, client
+}
+
+// tlsListener serves TLS on l, as tls.NewListener: the handshake is left
+// to the first read.
+func tlsListener(l net.Listener, cfg *tls.Config) net.Listener { return tls.NewListener(l, cfg) }
+
+// tlsDial connects and completes the handshake.
+func tlsDial(addr string, cfg *tls.Config) (*tls.Conn, error) {
+	d := &net.Dialer{Timeout: 3 * time.Second}
+	c, err := tls.DialWithDialer(d, "tcp4", addr, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
 }

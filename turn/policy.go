@@ -6,22 +6,56 @@ import (
 	"sync"
 )
 
-// Refusal reasons, as logged.
+// reason says why a peer or a packet was refused. Its String is the label
+// in logs and in Stats.PermissionRefusalsByReason.
+type reason uint8
+
+// Refusal reasons. reasonNone means not refused.
 const (
-	reasonUnspecified = "unspecified"
-	reasonLoopback    = "loopback"
-	reasonPrivate     = "private"
-	reasonCGNAT       = "cgnat"
-	reasonLinkLocal   = "link-local"
-	reasonMulticast   = "multicast"
-	reasonBroadcast   = "broadcast"
-	reasonReserved    = "reserved"
-	reasonOwnAddress  = "own-address"
+	reasonNone        reason = iota
+	reasonUnspecified        // 0.0.0.0/8, ::
+	reasonLoopback           // 127/8, ::1
+	reasonPrivate            // RFC 1918, ULA
+	reasonCGNAT              // 100.64/10
+	reasonLinkLocal          // 169.254/16, fe80::/10
+	reasonMetadata           // cloud instance metadata: 169.254.169.254, fd00:ec2::254
+	reasonMulticast          // 224/4, ff00::/8
+	reasonBroadcast          // 255.255.255.255
+	reasonReserved           // 240/4, ::/96
+	reasonOwnAddress         // an address of this server that is not a live relay
+	reasonDenied             // Config.DenyPeers
+	reasonBandwidth          // over Config.BandwidthPerAllocation
+	reasonInvalid            // a peer that is not an IP address
+	numReasons
 )
+
+var reasonNames = [numReasons]string{
+	reasonNone:        "",
+	reasonUnspecified: "unspecified",
+	reasonLoopback:    "loopback",
+	reasonPrivate:     "private",
+	reasonCGNAT:       "cgnat",
+	reasonLinkLocal:   "link-local",
+	reasonMetadata:    "metadata",
+	reasonMulticast:   "multicast",
+	reasonBroadcast:   "broadcast",
+	reasonReserved:    "reserved",
+	reasonOwnAddress:  "own-address",
+	reasonDenied:      "denied",
+	reasonBandwidth:   "bandwidth",
+	reasonInvalid:     "invalid",
+}
+
+func (r reason) String() string {
+	if r < numReasons {
+		return reasonNames[r]
+	}
+	return "unknown"
+}
 
 type denied struct {
 	prefix netip.Prefix
-	reason string
+	reason reason
 }
 
 // denyList is checked in order; the first match gives the reason.
@@ -33,32 +67,39 @@ var denyList = []denied{
 	{netip.MustParsePrefix("172.16.0.0/12"), reasonPrivate},
 	{netip.MustParsePrefix("192.168.0.0/16"), reasonPrivate},
 	{netip.MustParsePrefix("100.64.0.0/10"), reasonCGNAT},
-	{netip.MustParsePrefix("169.254.0.0/16"), reasonLinkLocal}, // includes 169.254.169.254 cloud metadata
+	// The instance metadata service of AWS, GCP, Azure, OpenStack... holds
+	// the machine's cloud credentials: the classic SSRF target. It is
+	// link-local too, but gets its own reason so that the logs and the
+	// metrics show who tried.
+	{netip.MustParsePrefix("169.254.169.254/32"), reasonMetadata},
+	{netip.MustParsePrefix("169.254.0.0/16"), reasonLinkLocal},
 	{netip.MustParsePrefix("224.0.0.0/4"), reasonMulticast},
 	{netip.MustParsePrefix("255.255.255.255/32"), reasonBroadcast},
 	{netip.MustParsePrefix("240.0.0.0/4"), reasonReserved},
 	{netip.MustParsePrefix("::/128"), reasonUnspecified},
 	{netip.MustParsePrefix("::1/128"), reasonLoopback},
-	{netip.MustParsePrefix("::/96"), reasonReserved}, // deprecated IPv4-compatible addresses
+	{netip.MustParsePrefix("::/96"), reasonReserved},             // deprecated IPv4-compatible addresses
+	{netip.MustParsePrefix("fd00:ec2::254/128"), reasonMetadata}, // AWS IMDS over IPv6
 	{netip.MustParsePrefix("fc00::/7"), reasonPrivate},
 	{netip.MustParsePrefix("fe80::/10"), reasonLinkLocal},
 	{netip.MustParsePrefix("ff00::/8"), reasonMulticast},
 }
 
-// denyReason returns why ip is on the default deny list, or "".
-func denyReason(ip netip.Addr) string {
+// denyReason returns why ip is on the default deny list, or reasonNone.
+func denyReason(ip netip.Addr) reason {
 	ip = ip.Unmap().WithZone("")
 	for _, d := range denyList {
 		if d.prefix.Contains(ip) {
 			return d.reason
 		}
 	}
-	return ""
+	return reasonNone
 }
 
 // policy decides which peers a relay may talk to. It is immutable after New
 // except for the set of live relay ports.
 type policy struct {
+	deny     []netip.Prefix // Config.DenyPeers: beats everything else
 	allow    []netip.Prefix
 	relayIPs map[netip.Addr]struct{} // PublicIP, and RelayBindIP when specific
 	ownIPs   map[netip.Addr]struct{} // relayIPs plus every address we listen on
@@ -76,6 +117,7 @@ type policy struct {
 
 func newPolicy(cfg *Config, listenIPs []netip.Addr) *policy {
 	p := &policy{
+		deny:     cfg.DenyPeers,
 		allow:    cfg.AllowPeers,
 		relayIPs: map[netip.Addr]struct{}{cfg.PublicIP: {}},
 		ownIPs:   map[netip.Addr]struct{}{cfg.PublicIP: {}},
@@ -118,8 +160,11 @@ func newPolicy(cfg *Config, listenIPs []netip.Addr) *policy {
 	return p
 }
 
-func (p *policy) allowed(ip netip.Addr) bool {
-	for _, pfx := range p.allow {
+func (p *policy) allowed(ip netip.Addr) bool { return containsAddr(p.allow, ip) }
+func (p *policy) denied(ip netip.Addr) bool  { return containsAddr(p.deny, ip) }
+
+func containsAddr(prefixes []netip.Prefix, ip netip.Addr) bool {
+	for _, pfx := range prefixes {
 		if pfx.Contains(ip) {
 			return true
 		}
@@ -130,45 +175,49 @@ func (p *policy) allowed(ip netip.Addr) bool {
 func (p *policy) isRelayIP(ip netip.Addr) bool { _, ok := p.relayIPs[ip]; return ok }
 func (p *policy) isOwnIP(ip netip.Addr) bool   { _, ok := p.ownIPs[ip]; return ok }
 
-// permit decides a CreatePermission or ChannelBind for peer ip. Our relay
-// IPs are permitted (so that two clients of this server can reach each
-// other's relay addresses); the relay socket wrapper then only lets packets
-// to those IPs through when the port is a live relay allocation.
-func (p *policy) permit(ip netip.Addr) (ok bool, reason string) {
+// permit decides a CreatePermission or ChannelBind for peer ip. DenyPeers
+// comes first: an explicit deny beats AllowPeers and the relay-to-relay
+// exception. Our relay IPs are permitted (so that two clients of this
+// server can reach each other's relay addresses); the relay socket wrapper
+// then only lets packets to those IPs through when the port is a live
+// relay allocation.
+func (p *policy) permit(ip netip.Addr) (ok bool, why reason) {
 	ip = ip.Unmap().WithZone("")
 	switch {
+	case p.denied(ip):
+		return false, reasonDenied
 	case p.allowed(ip):
-		return true, ""
+		return true, reasonNone
 	case p.isRelayIP(ip):
-		return true, ""
+		return true, reasonNone
 	case p.isOwnIP(ip):
 		return false, reasonOwnAddress
 	}
-	if r := denyReason(ip); r != "" {
+	if r := denyReason(ip); r != reasonNone {
 		return false, r
 	}
-	return true, ""
+	return true, reasonNone
 }
 
 // route decides a packet leaving a relay socket towards dst. It returns
 // the address to actually send to (dst, or our relay's local address for
 // relay-to-relay traffic), or a refusal reason.
-func (p *policy) route(dst netip.AddrPort) (to netip.AddrPort, reason string) {
+func (p *policy) route(dst netip.AddrPort) (to netip.AddrPort, why reason) {
 	ip := dst.Addr().Unmap().WithZone("")
 	dst = netip.AddrPortFrom(ip, dst.Port())
+	if p.denied(ip) {
+		return dst, reasonDenied
+	}
 	if p.allowed(ip) {
-		return dst, ""
+		return dst, reasonNone
 	}
 	if p.isRelayIP(ip) && p.isLive(dst.Port()) {
-		return netip.AddrPortFrom(p.relayLocal, dst.Port()), ""
+		return netip.AddrPortFrom(p.relayLocal, dst.Port()), reasonNone
 	}
 	if p.isOwnIP(ip) {
 		return dst, reasonOwnAddress
 	}
-	if r := denyReason(ip); r != "" {
-		return dst, r
-	}
-	return dst, ""
+	return dst, denyReason(ip)
 }
 
 // fromRelay rewrites the source of a packet that one of our relays sent to

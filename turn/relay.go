@@ -7,9 +7,11 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	pionturn "github.com/pion/turn/v5"
+	"golang.org/x/time/rate"
 )
 
 // portTries is how many random ports are tried in RelayPortMin..RelayPortMax
@@ -22,8 +24,13 @@ const maxLoggedDrops = 8
 
 // relayGenerator is the pion RelayAddressGenerator: it binds one UDP socket
 // per allocation on RelayBindIP, advertises PublicIP, sizes the socket
-// buffers and wraps the socket in a relayConn.
-type relayGenerator struct{ s *Server }
+// buffers and wraps the socket in a relayConn. There is one per socket
+// given to New; transport is that socket's client transport (a listener's
+// TLS connections are told apart later, in onAllocationCreated).
+type relayGenerator struct {
+	s         *Server
+	transport transport
+}
 
 var _ pionturn.RelayAddressGenerator = (*relayGenerator)(nil)
 
@@ -32,13 +39,28 @@ var _ pionturn.RelayAddressGenerator = (*relayGenerator)(nil)
 func (g *relayGenerator) Validate() error { return nil }
 
 // AllocatePacketConn implements pionturn.RelayAddressGenerator.
-func (g *relayGenerator) AllocatePacketConn(conf pionturn.AllocateListenerConfig) (net.PacketConn, net.Addr, error) {
+func (g *relayGenerator) AllocatePacketConn(conf pionturn.AllocateListenerConfig) (_ net.PacketConn, _ net.Addr, err error) {
 	cfg := &g.s.cfg
 	switch {
 	case conf.Network == "udp4" && cfg.PublicIP.Is4():
 	case conf.Network == "udp6" && cfg.PublicIP.Is6():
 	default:
 		return nil, nil, fmt.Errorf("%w: %s", ErrAddressFamily, conf.Network)
+	}
+
+	// Pion calls this without a user only to probe for an even port
+	// (EVEN-PORT), closing the socket at once: such sockets count for
+	// no quota.
+	if conf.UserID != "" {
+		if why := g.s.quotas.acquire(conf.UserID); why != "" {
+			g.s.refuseQuota(why, conf.UserID, nil)
+			return nil, nil, fmt.Errorf("%w: %s", ErrQuotaReached, why)
+		}
+		defer func() {
+			if err != nil {
+				g.s.quotas.release(conf.UserID)
+			}
+		}()
 	}
 	bind := cfg.bindAddr()
 	listen := func(port uint16) (*net.UDPConn, error) {
@@ -47,7 +69,6 @@ func (g *relayGenerator) AllocatePacketConn(conf pionturn.AllocateListenerConfig
 	ranged := cfg.RelayPortMin != 0
 
 	var conn *net.UDPConn
-	var err error
 	switch {
 	case conf.RequestedPort != 0:
 		if conf.RequestedPort > 0xffff || (ranged &&
@@ -80,10 +101,18 @@ func (g *relayGenerator) AllocatePacketConn(conf pionturn.AllocateListenerConfig
 		_ = conn.Close()
 		return nil, nil, fmt.Errorf("turn: relay socket has address %T", conn.LocalAddr())
 	}
-	port := uint16(local.Port)
-	g.s.policy.addLive(port)
-	rc := &relayConn{udp: conn, s: g.s, port: port}
-	return rc, &net.UDPAddr{IP: cfg.PublicIP.AsSlice(), Port: int(port)}, nil
+	rc := &relayConn{
+		udp:   conn,
+		s:     g.s,
+		port:  uint16(local.Port),
+		user:  conf.UserID,
+		up:    newBandwidthLimiter(cfg.BandwidthPerAllocation),
+		down:  newBandwidthLimiter(cfg.BandwidthPerAllocation),
+		perms: make(map[netip.Addr]int),
+	}
+	rc.tr.Store(&g.s.counters.transports[g.transport])
+	g.s.addRelay(rc)
+	return rc, &net.UDPAddr{IP: cfg.PublicIP.AsSlice(), Port: int(rc.port)}, nil
 }
 
 func (g *relayGenerator) setBuffers(conn *net.UDPConn) {
@@ -117,63 +146,140 @@ func (g *relayGenerator) AllocateConn(pionturn.AllocateConnConfig) (net.Conn, er
 	return nil, ErrTCPRelayUnsupported
 }
 
-// relayConn wraps one allocation's relay socket. It counts traffic, drops
-// packets towards refused destinations (the permission check alone cannot
-// tell our relay ports from our other ports on the same IP), and routes
-// relay-to-relay traffic locally.
+// relayConn wraps one allocation's relay socket. It drops packets towards
+// refused destinations (the permission check alone cannot tell our relay
+// ports from our other ports on the same IP) and over the bandwidth cap,
+// routes relay-to-relay traffic locally and counts traffic.
+//
+// It also mirrors the allocation's permissions (from pion's permission
+// events) to drop, before they cost anything, packets from peers the
+// client did not permit: pion would drop them anyway, but they would
+// first be counted as relayed and, worse, spend the allocation's
+// bandwidth, letting anyone who knows a relay address throttle the call
+// by spraying it.
 type relayConn struct {
 	udp  *net.UDPConn
 	s    *Server
 	port uint16
+	user string // counted in Server.quotas; "" for none
+
+	tr atomic.Pointer[transportCounters]
+
+	up   *rate.Limiter // client to peer; nil: no cap
+	down *rate.Limiter // peer to client; nil: no cap
+
+	permMu sync.RWMutex
+	client string             // the allocation's 5-tuple, from onAllocationCreated
+	perms  map[netip.Addr]int // permitted peer IPs; a count, as create/delete events may cross
 
 	closeOnce sync.Once
 	closeErr  error
 
-	logMu  sync.Mutex
-	logged map[netip.AddrPort]struct{}
+	logMu         sync.Mutex
+	logged        map[netip.AddrPort]struct{}
+	loggedBWDrops bool
 }
 
 var _ net.PacketConn = (*relayConn)(nil)
 
-// ReadFrom reads a packet from a peer.
+// ReadFrom reads a packet from a peer. Packets from peers without a
+// permission, or over the bandwidth cap, are dropped here.
 func (c *relayConn) ReadFrom(b []byte) (int, net.Addr, error) {
-	n, src, err := c.udp.ReadFromUDPAddrPort(b)
-	if err != nil {
-		return n, nil, err
+	for {
+		n, src, err := c.udp.ReadFromUDPAddrPort(b)
+		if err != nil {
+			return n, nil, err
+		}
+		if translated, ok := c.s.policy.fromRelay(src); ok {
+			src = translated
+		}
+		if !c.permitted(src.Addr()) {
+			continue
+		}
+		if c.down != nil && !c.down.AllowN(time.Now(), n) {
+			c.dropBandwidth()
+			continue
+		}
+		c.tr.Load().add(n)
+		return n, net.UDPAddrFromAddrPort(src), nil
 	}
-	c.s.packetsRelayed.Add(1)
-	c.s.bytesRelayed.Add(uint64(n))
-	if translated, ok := c.s.policy.fromRelay(src); ok {
-		src = translated
-	}
-	return n, net.UDPAddrFromAddrPort(src), nil
 }
 
 // WriteTo sends a packet to a peer unless the policy refuses the
-// destination, in which case the packet is dropped silently (reported as
-// written, so that pion does not treat it as a socket failure).
+// destination or the bandwidth cap is reached, in which case the packet
+// is dropped silently (reported as written, so that pion does not treat
+// it as a socket failure).
 func (c *relayConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 	ua, ok := addr.(*net.UDPAddr)
 	if !ok {
 		return 0, fmt.Errorf("%w: %T", errNotUDPAddr, addr)
 	}
-	to, reason := c.s.policy.route(ua.AddrPort())
-	if reason != "" {
-		c.s.permissionRefusals.Add(1)
-		c.logDrop(to, reason)
+	to, why := c.s.policy.route(ua.AddrPort())
+	if why != reasonNone {
+		c.s.counters.refuse(why)
+		c.logDrop(to, why)
+		return len(b), nil
+	}
+	if c.up != nil && !c.up.AllowN(time.Now(), len(b)) {
+		c.dropBandwidth()
 		return len(b), nil
 	}
 	n, err := c.udp.WriteToUDPAddrPort(b, to)
 	if err == nil {
-		c.s.packetsRelayed.Add(1)
-		c.s.bytesRelayed.Add(uint64(n))
+		c.tr.Load().add(n)
 	}
 	return n, err
 }
 
+// setClient records the allocation's client: its 5-tuple, to match
+// permission events, and its transport.
+func (c *relayConn) setClient(fiveTuple string, tr *transportCounters) {
+	c.tr.Store(tr)
+	c.permMu.Lock()
+	c.client = fiveTuple
+	c.permMu.Unlock()
+}
+
+// permissionEvent applies pion's OnPermissionCreated (delta 1) or
+// OnPermissionDeleted (delta -1) for this allocation's client.
+func (c *relayConn) permissionEvent(fiveTuple string, peer netip.Addr, delta int) {
+	peer = peer.Unmap().WithZone("")
+	c.permMu.Lock()
+	defer c.permMu.Unlock()
+	if fiveTuple != c.client {
+		return // an event of an earlier allocation on the same port
+	}
+	if n := c.perms[peer] + delta; n == 0 {
+		delete(c.perms, peer)
+	} else {
+		c.perms[peer] = n
+	}
+}
+
+func (c *relayConn) permitted(peer netip.Addr) bool {
+	peer = peer.Unmap()
+	c.permMu.RLock()
+	n := c.perms[peer]
+	c.permMu.RUnlock()
+	return n > 0
+}
+
+func (c *relayConn) dropBandwidth() {
+	c.s.counters.refuse(reasonBandwidth)
+	c.logMu.Lock()
+	first := !c.loggedBWDrops
+	c.loggedBWDrops = true
+	c.logMu.Unlock()
+	if first {
+		c.s.logRefusal("turn: relay packets dropped", slog.String("reason", reasonBandwidth.String()),
+			slog.String("id", c.user), slog.Int("relay_port", int(c.port)),
+			slog.Int("bytes_per_second", c.s.cfg.BandwidthPerAllocation))
+	}
+}
+
 // logDrop logs the first drop towards each destination, for a few
 // destinations per relay socket.
-func (c *relayConn) logDrop(dst netip.AddrPort, reason string) {
+func (c *relayConn) logDrop(dst netip.AddrPort, why reason) {
 	c.logMu.Lock()
 	_, seen := c.logged[dst]
 	first := !seen && len(c.logged) < maxLoggedDrops
@@ -185,18 +291,22 @@ func (c *relayConn) logDrop(dst netip.AddrPort, reason string) {
 	}
 	c.logMu.Unlock()
 	if first {
-		c.s.logRefusal("turn: relay packet dropped", slog.String("reason", reason),
+		c.s.logRefusal("turn: relay packet dropped", slog.String("reason", why.String()),
 			slog.String("peer", dst.String()), slog.Int("relay_port", int(c.port)))
 	}
 }
 
-// Close closes the relay socket and forgets its port.
+// Close closes the relay socket, forgets its port and gives back its
+// quota.
 func (c *relayConn) Close() error {
 	c.closeOnce.Do(func() {
 		// Forget the port first: once closed it may be reused by another
 		// allocation, which must not be forgotten by us.
-		c.s.policy.removeLive(c.port)
+		c.s.removeRelay(c)
 		c.closeErr = c.udp.Close()
+		if c.user != "" {
+			c.s.quotas.release(c.user)
+		}
 	})
 	return c.closeErr
 }

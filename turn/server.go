@@ -1,14 +1,12 @@
 package turn
 
 import (
-	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
 	"slices"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/pion/stun/v4"
@@ -29,40 +27,37 @@ const (
 	closeWait = 2 * time.Second
 )
 
+// tlsHandshakeTimeout bounds the TLS handshake of a TURN-over-TLS
+// connection, as pion would (see trackedConn.Read).
+const tlsHandshakeTimeout = 10 * time.Second
+
 // Server is a running TURN relay. Create it with New, stop it with Close.
 type Server struct {
 	cfg    Config
 	log    *slog.Logger
 	pion   *pionturn.Server
 	policy *policy
-	now    func() time.Time // clock for credential expiry
+	now    func() time.Time // clock for credential expiry and the auth limiter
 
-	allocations        atomic.Int64
-	allocationsTotal   atomic.Uint64
-	authFailures       atomic.Uint64
-	permissionRefusals atomic.Uint64
-	packetsRelayed     atomic.Uint64
-	bytesRelayed       atomic.Uint64
+	counters counters
+	quotas   *quotas
+	authLim  *authLimiter // nil: no limit
 
 	refusals logLimiter
 	bufOnce  sync.Once
 
+	relayMu sync.RWMutex
+	relays  map[uint16]*relayConn // open relay sockets by port
+
+	clientsMu sync.Mutex
+	clients   map[string]int // client addresses of live allocations, exempt from the auth limit
+
 	tcpMu    sync.Mutex
-	tcpConns map[*trackedConn]struct{}
+	tcpConns map[string]*trackedConn // by connKey
 	closed   bool
 
 	closeOnce sync.Once
 	closeErr  error
-}
-
-// Stats is a snapshot of the server's counters.
-type Stats struct {
-	Allocations        int64  // allocations currently open
-	AllocationsTotal   uint64 // allocations created since New
-	AuthFailures       uint64 // requests refused for bad, malformed or expired credentials
-	PermissionRefusals uint64 // CreatePermission/ChannelBind refusals plus packets dropped by the relay policy
-	PacketsRelayed     uint64 // packets through relay sockets, both directions
-	BytesRelayed       uint64 // payload bytes through relay sockets, both directions
 }
 
 // New starts a TURN server on the given sockets: TURN over UDP on each
@@ -91,7 +86,6 @@ func newServer(cfg Config, logger *slog.Logger, packetConns []net.PacketConn, li
 		logger = slog.New(slog.DiscardHandler)
 	}
 	cfg.Secret = slices.Clone(cfg.Secret)
-	cfg.AllowPeers = slices.Clone(cfg.AllowPeers)
 
 	var listenIPs []netip.Addr
 	for _, pc := range packetConns {
@@ -105,12 +99,17 @@ func newServer(cfg Config, logger *slog.Logger, packetConns []net.PacketConn, li
 		cfg:      cfg,
 		log:      logger,
 		policy:   newPolicy(&cfg, listenIPs),
+		quotas:   newQuotas(cfg.MaxAllocationsPerUser, cfg.MaxAllocations),
 		refusals: logLimiter{perWindow: refusalLogBurst, window: refusalLogWindow},
 		now:      now,
-		tcpConns: make(map[*trackedConn]struct{}),
+		relays:   make(map[uint16]*relayConn),
+		clients:  make(map[string]int),
+		tcpConns: make(map[string]*trackedConn),
+	}
+	if cfg.AuthFailureLimit > 0 {
+		s.authLim = newAuthLimiter(cfg.AuthFailureLimit, cfg.AuthFailureWindow, authLimiterMaxSources)
 	}
 
-	gen := &relayGenerator{s: s}
 	pc := pionturn.ServerConfig{
 		LoggerFactory: slogFactory{l: logger, lim: &logLimiter{perWindow: pionLogBurst, window: refusalLogWindow}},
 		Realm:         cfg.Realm,
@@ -120,23 +119,31 @@ func newServer(cfg Config, logger *slog.Logger, packetConns []net.PacketConn, li
 		// RFC 6156 says, instead of failing on an IPv6 one.
 		StrictAddressFamily: cfg.PublicIP.Is4(),
 		AuthHandler:         s.authenticate,
+		QuotaHandler:        s.checkQuota,
+		// Pion grants this when an Allocate or Refresh has no LIFETIME, or
+		// asks for MaxAllocationLifetime or more (see the package doc).
+		AllocationLifetime: cfg.AllocationLifetime,
+		PermissionTimeout:  300 * time.Second, // RFC 8656 §9: exactly 300 s
+		ChannelBindTimeout: 10 * time.Minute,  // RFC 8656 §12
 		EventHandler: pionturn.EventHandler{
 			OnAuth:              s.onAuth,
 			OnAllocationCreated: s.onAllocationCreated,
 			OnAllocationDeleted: s.onAllocationDeleted,
+			OnPermissionCreated: s.onPermissionCreated,
+			OnPermissionDeleted: s.onPermissionDeleted,
 		},
 	}
 	for _, c := range packetConns {
 		pc.PacketConnConfigs = append(pc.PacketConnConfigs, pionturn.PacketConnConfig{
 			PacketConn:            c,
-			RelayAddressGenerator: gen,
+			RelayAddressGenerator: &relayGenerator{s: s, transport: transportUDP},
 			PermissionHandler:     s.permit,
 		})
 	}
 	for _, l := range listeners {
 		pc.ListenerConfigs = append(pc.ListenerConfigs, pionturn.ListenerConfig{
 			Listener:              &trackedListener{Listener: l, s: s},
-			RelayAddressGenerator: gen,
+			RelayAddressGenerator: &relayGenerator{s: s, transport: transportTCP},
 			PermissionHandler:     s.permit,
 		})
 	}
@@ -147,7 +154,10 @@ func newServer(cfg Config, logger *slog.Logger, packetConns []net.PacketConn, li
 	s.pion = p
 	logger.Info("turn: relay started", "realm", cfg.Realm, "public_ip", cfg.PublicIP,
 		"relay_bind_ip", cfg.bindAddr(), "relay_ports", portRange(&cfg),
-		"udp", len(packetConns), "tcp", len(listeners))
+		"udp", len(packetConns), "tcp", len(listeners),
+		"max_allocations", cfg.MaxAllocations, "max_allocations_per_user", cfg.MaxAllocationsPerUser,
+		"bandwidth_per_allocation", cfg.BandwidthPerAllocation, "allocation_lifetime", cfg.AllocationLifetime,
+		"deny_peers", len(cfg.DenyPeers), "allow_peers", len(cfg.AllowPeers))
 	return s, nil
 }
 
@@ -185,7 +195,7 @@ func (s *Server) Close() error {
 		s.tcpMu.Lock()
 		s.closed = true
 		conns := make([]*trackedConn, 0, len(s.tcpConns))
-		for c := range s.tcpConns {
+		for _, c := range s.tcpConns {
 			conns = append(conns, c)
 		}
 		s.tcpMu.Unlock()
@@ -208,21 +218,16 @@ func (s *Server) Close() error {
 	return s.closeErr
 }
 
-// Stats returns a snapshot of the counters.
-func (s *Server) Stats() Stats {
-	return Stats{
-		Allocations:        s.allocations.Load(),
-		AllocationsTotal:   s.allocationsTotal.Load(),
-		AuthFailures:       s.authFailures.Load(),
-		PermissionRefusals: s.permissionRefusals.Load(),
-		PacketsRelayed:     s.packetsRelayed.Load(),
-		BytesRelayed:       s.bytesRelayed.Load(),
-	}
-}
+// Stats returns a snapshot of the counters. It only loads atomics and
+// fills two small maps, so it is cheap enough for every metrics scrape.
+func (s *Server) Stats() Stats { return s.counters.snapshot() }
 
 // authenticate is pion's AuthHandler. Pion calls it for every
 // authenticated request (Allocate, Refresh, CreatePermission, ChannelBind),
 // so successes are logged at Debug in onAuth only.
+//
+// A source that failed too often is refused first, without parsing
+// anything (see Config.AuthFailureLimit).
 //
 // The expiry is enforced on Allocate only, as coturn does (it checks
 // credentials when a session is created, coturn/coturn#774): the other
@@ -232,13 +237,16 @@ func (s *Server) Stats() Stats {
 // channels are next refreshed. The password is still checked on each
 // request.
 func (s *Server) authenticate(ra *pionturn.RequestAttributes) (userID string, key []byte, ok bool) {
+	if s.rateLimited(ra) {
+		return "", nil, false
+	}
 	expiry, id, err := parseUsername(ra.Username)
 	if err != nil {
-		s.refuseAuth(ra, "malformed", err)
+		s.refuseAuth(ra.SrcAddr, ra.Username, ra.Method.String(), "malformed", err)
 		return "", nil, false
 	}
 	if ra.Method == stun.MethodAllocate && expiry < s.now().Unix() {
-		s.refuseAuth(ra, "expired", nil)
+		s.refuseAuth(ra.SrcAddr, ra.Username, ra.Method.String(), "expired", nil)
 		return "", nil, false
 	}
 	userID = id
@@ -250,38 +258,86 @@ func (s *Server) authenticate(ra *pionturn.RequestAttributes) (userID string, ke
 	return userID, pionturn.GenerateAuthKey(ra.Username, s.cfg.Realm, restPassword(s.cfg.Secret, ra.Username)), true
 }
 
-func (s *Server) refuseAuth(ra *pionturn.RequestAttributes, reason string, err error) {
-	s.authFailures.Add(1)
-	attrs := []any{slog.String("reason", reason), slog.String("id", safeID(ra.Username)),
-		slog.String("method", ra.Method.String()), slog.Any("client", ra.SrcAddr)}
+// rateLimited reports, and counts, a request refused because its source
+// has no authentication failures left. Clients of live allocations are
+// exempt.
+func (s *Server) rateLimited(ra *pionturn.RequestAttributes) bool {
+	if s.authLim == nil {
+		return false
+	}
+	src, ok := sourceKey(ra.SrcAddr)
+	if !ok || !s.authLim.blocked(src, s.now()) || s.isClient(ra.SrcAddr) {
+		return false
+	}
+	s.counters.authRateLimited.Add(1)
+	// The block was logged once when it began (refuseAuth); each refused
+	// request is only a Debug line.
+	s.log.Debug("turn: credentials refused", "reason", "rate-limited", "id", safeID(ra.Username),
+		"method", ra.Method.String(), "client", ra.SrcAddr)
+	return true
+}
+
+// refuseAuth counts and logs an authentication failure, and charges it to
+// the source's failure bucket.
+func (s *Server) refuseAuth(src net.Addr, username, method, why string, err error) {
+	s.counters.authFailures.Add(1)
+	attrs := []any{slog.String("reason", why), slog.String("id", safeID(username)),
+		slog.String("method", method), slog.Any("client", src)}
 	if err != nil {
 		attrs = append(attrs, slog.String("err", err.Error()))
 	}
 	s.logRefusal("turn: credentials refused", attrs...)
+
+	if s.authLim == nil {
+		return
+	}
+	if key, ok := sourceKey(src); ok && s.authLim.fail(key, s.now()) {
+		s.logRefusal("turn: credentials refused", slog.String("reason", "rate-limited"),
+			slog.String("source", key.String()), slog.Int("failures", s.cfg.AuthFailureLimit),
+			slog.Duration("window", s.cfg.AuthFailureWindow))
+	}
 }
 
 // onAuth is called by pion after the AuthHandler accepted a username and
 // the message integrity was checked with its key.
 func (s *Server) onAuth(src, _ net.Addr, _, username, _, method string, verdict bool) {
 	if !verdict {
-		s.authFailures.Add(1)
-		s.logRefusal("turn: credentials refused", slog.String("reason", "bad-password"),
-			slog.String("id", safeID(username)), slog.String("method", method), slog.Any("client", src))
+		s.refuseAuth(src, username, method, "bad-password", nil)
 		return
 	}
 	s.log.Debug("turn: authenticated", "id", safeID(username), "method", method, "client", src)
 }
 
+// checkQuota is pion's QuotaHandler, called on Allocate after
+// authentication; a refusal is answered with 486 (Allocation Quota
+// Reached). relayGenerator enforces the same quotas atomically.
+func (s *Server) checkQuota(userID, _ string, src net.Addr) bool {
+	if why := s.quotas.check(userID); why != "" {
+		s.refuseQuota(why, userID, src)
+		return false
+	}
+	return true
+}
+
+func (s *Server) refuseQuota(why, userID string, src net.Addr) {
+	s.counters.quotaRefusals.Add(1)
+	attrs := []any{slog.String("reason", why), slog.String("id", userID)}
+	if src != nil {
+		attrs = append(attrs, slog.Any("client", src))
+	}
+	s.logRefusal("turn: allocation refused", attrs...)
+}
+
 // permit is pion's PermissionHandler for CreatePermission and ChannelBind.
 func (s *Server) permit(client net.Addr, peer net.IP) bool {
 	ip, ok := netip.AddrFromSlice(peer)
-	reason := "invalid"
+	why := reasonInvalid
 	if ok {
-		ok, reason = s.policy.permit(ip)
+		ok, why = s.policy.permit(ip)
 	}
 	if !ok {
-		s.permissionRefusals.Add(1)
-		s.logRefusal("turn: peer permission refused", slog.String("reason", reason),
+		s.counters.refuse(why)
+		s.logRefusal("turn: peer permission refused", slog.String("reason", why.String()),
 			slog.String("peer", ip.Unmap().String()), slog.Any("client", client))
 	}
 	return ok
@@ -298,60 +354,99 @@ func (s *Server) logRefusal(msg string, attrs ...any) {
 	}
 }
 
-func (s *Server) onAllocationCreated(src, _ net.Addr, protocol, userID, _ string, relay net.Addr, _ int) {
-	s.allocations.Add(1)
-	s.allocationsTotal.Add(1)
-	s.log.Debug("turn: allocation created", "id", userID, "client", src, "transport", protocol, "relay", relay)
+// fiveTuple identifies an allocation by its client and server addresses.
+func fiveTuple(src, dst net.Addr) string { return addrString(src) + " " + addrString(dst) }
+
+func addrString(a net.Addr) string {
+	if a == nil {
+		return ""
+	}
+	return a.String()
+}
+
+func (s *Server) onAllocationCreated(src, dst net.Addr, protocol, userID, _ string, relay net.Addr, _ int) {
+	s.counters.allocations.Add(1)
+	s.counters.allocationsTotal.Add(1)
+
+	s.clientsMu.Lock()
+	s.clients[addrString(src)]++
+	s.clientsMu.Unlock()
+
+	tr := "?"
+	if rc := s.relayAt(relay); rc != nil {
+		t := transportUDP
+		if _, udp := dst.(*net.UDPAddr); !udp {
+			t = s.connTransport(src, dst)
+		}
+		rc.setClient(fiveTuple(src, dst), &s.counters.transports[t])
+		tr = transportNames[t]
+	}
+	s.log.Debug("turn: allocation created", "id", userID, "client", src, "transport", tr,
+		"protocol", protocol, "relay", relay)
 }
 
 func (s *Server) onAllocationDeleted(src, _ net.Addr, _, userID, _ string) {
-	s.allocations.Add(-1)
+	s.counters.allocations.Add(-1)
+	s.clientsMu.Lock()
+	if k := addrString(src); s.clients[k] <= 1 {
+		delete(s.clients, k)
+	} else {
+		s.clients[k]--
+	}
+	s.clientsMu.Unlock()
 	s.log.Debug("turn: allocation deleted", "id", userID, "client", src)
 }
 
-// trackedListener remembers accepted TCP connections so that Close can
-// close them: pion closes only the listener, and a connection's read loop
-// would otherwise live until the client hangs up.
-type trackedListener struct {
-	net.Listener
-	s *Server
+// isClient reports whether src is the client address of a live allocation.
+func (s *Server) isClient(src net.Addr) bool {
+	s.clientsMu.Lock()
+	defer s.clientsMu.Unlock()
+	return s.clients[addrString(src)] > 0
 }
 
-func (l *trackedListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
-	}
-	if _, isTLS := c.(*tls.Conn); isTLS {
-		// Pion looks for *tls.Conn to run the handshake with a timeout
-		// and hand the TLS state to the AuthHandler: do not hide it.
-		return c, nil
-	}
-	tc := &trackedConn{Conn: c, s: l.s}
-	l.s.tcpMu.Lock()
-	if l.s.closed {
-		l.s.tcpMu.Unlock()
-		_ = c.Close()
-		return nil, net.ErrClosed
-	}
-	l.s.tcpConns[tc] = struct{}{}
-	l.s.tcpMu.Unlock()
-	return tc, nil
+func (s *Server) onPermissionCreated(src, dst net.Addr, _, _, _ string, relay net.Addr, peer net.IP) {
+	s.permissionEvent(src, dst, relay, peer, 1)
 }
 
-type trackedConn struct {
-	net.Conn
-	s    *Server
-	once sync.Once
-	err  error
+func (s *Server) onPermissionDeleted(src, dst net.Addr, _, _, _ string, relay net.Addr, peer net.IP) {
+	s.permissionEvent(src, dst, relay, peer, -1)
 }
 
-func (c *trackedConn) Close() error {
-	c.once.Do(func() {
-		c.s.tcpMu.Lock()
-		delete(c.s.tcpConns, c)
-		c.s.tcpMu.Unlock()
-		c.err = c.Conn.Close()
-	})
-	return c.err
+func (s *Server) permissionEvent(src, dst, relay net.Addr, peer net.IP, delta int) {
+	ip, ok := netip.AddrFromSlice(peer)
+	if !ok {
+		return
+	}
+	if rc := s.relayAt(relay); rc != nil {
+		rc.permissionEvent(fiveTuple(src, dst), ip, delta)
+	}
+}
+
+// addRelay registers an open relay socket.
+func (s *Server) addRelay(rc *relayConn) {
+	s.relayMu.Lock()
+	s.relays[rc.port] = rc
+	s.relayMu.Unlock()
+	s.policy.addLive(rc.port)
+}
+
+// removeRelay forgets a relay socket that is closing.
+func (s *Server) removeRelay(rc *relayConn) {
+	s.policy.removeLive(rc.port)
+	s.relayMu.Lock()
+	if s.relays[rc.port] == rc {
+		delete(s.relays, rc.port)
+	}
+	s.relayMu.Unlock()
+}
+
+// relayAt returns the open relay socket advertised as relay, or nil.
+func (s *Server) relayAt(relay net.Addr) *relayConn {
+	ua, ok := relay.(*net.UDPAddr)
+	if !ok {
+		return nil
+	}
+	s.relayMu.RLock()
+	defer s.relayMu.RUnlock()
+	return s.relays[uint16(ua.Port)]
 }
