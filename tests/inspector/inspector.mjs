@@ -52,23 +52,30 @@ export function runInspector(o) {
     });
   });
   done.catch(() => {});
+  /** @type {Frame[]} */
+  const frames = [];
+  /** @type {Event[]} */
+  const events = [];
+  let seen = 0;
   return {
     proc, out, done,
     get log() { return log; },
-    /** Everything recorded so far (the file is flushed per line). */
+    /** Everything recorded so far (the file is flushed per line; read on from where the last call stopped). */
     read() {
-      /** @type {Frame[]} */
-      const frames = [];
-      /** @type {Event[]} */
-      const events = [];
-      if (!existsSync(out)) return { frames, events };
-      for (const line of readFileSync(out, 'utf8').split('\n')) {
-        if (!line) continue;
-        let v;
-        try { v = JSON.parse(line); } catch { continue; } // a line being written
-        if (v.type === 'frame') frames.push(v); else events.push(v);
+      if (existsSync(out)) {
+        const buf = readFileSync(out);
+        const end = buf.lastIndexOf(10) + 1; // up to the last whole line
+        if (end > seen) {
+          for (const line of buf.subarray(seen, end).toString('utf8').split('\n')) {
+            if (!line) continue;
+            let v;
+            try { v = JSON.parse(line); } catch { continue; }
+            if (v.type === 'frame') frames.push(v); else events.push(v);
+          }
+          seen = end;
+        }
       }
-      return { frames, events };
+      return { frames: frames.slice(), events: events.slice() };
     },
     stop() { if (proc.exitCode === null) proc.kill('SIGTERM'); },
   };
