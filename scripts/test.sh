@@ -10,6 +10,7 @@ step() { printf '\n=== %s ===\n' "$*"; }
 
 need_apt=()
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
+[ -x /usr/bin/firefox-esr ] || need_apt+=(firefox-esr)
 command -v nft >/dev/null 2>&1 || need_apt+=(nftables)
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs npm)
 command -v turnutils_uclient >/dev/null || need_apt+=(coturn)
