@@ -122,8 +122,14 @@ function decrypter(peer, kind) {
     const body = data.subarray(n);
     const prefix = data.slice(0, n);
     const meta = metadata(kind, prefix);
+    const before = { ...p.rx.stats };
     const plain = (await lookAhead(p, meta, body)) || (await p.rx.open(meta, body));
-    if (!plain) return drop('open');
+    if (!plain) {
+      // Name the reason (replay, auth, unknownKid, ...) for diagnosis.
+      const st = /** @type {Record<string, number>} */ (/** @type {unknown} */ (p.rx.stats));
+      const b = /** @type {Record<string, number>} */ (/** @type {unknown} */ (before));
+      return drop(Object.keys(b).find((k) => st[k] !== b[k]) || 'open');
+    }
     const out = new Uint8Array(n + plain.length);
     out.set(prefix);
     out.set(plain, n);

@@ -29,7 +29,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 
 step "npm packages (playwright-core, typescript; no browser download)"
-if [ ! -d node_modules/playwright-core ] || [ ! -d node_modules/typescript ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+if [ ! -d node_modules/playwright-core ] || [ ! -d node_modules/typescript ] || [ ! -d node_modules/puppeteer-core ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error
 fi
 
