@@ -3,7 +3,9 @@
 //
 // The library takes its sockets, logger and configuration from the caller:
 // New serves TURN over UDP on the given net.PacketConns and TURN over TCP
-// on the given net.Listeners, and never opens a listening socket itself.
+// on the given net.Listeners (TURN over TLS when a listener yields TLS
+// connections, e.g. from tls.NewListener), and never opens a listening
+// socket itself.
 // It does create one UDP relay socket per allocation, which is TURN's job,
 // bound to Config.RelayBindIP within Config.RelayPortMin..RelayPortMax and
 // advertised as Config.PublicIP. RFC 6062 TCP relay allocations are not
@@ -31,6 +33,17 @@
 // Refusals are counted in Stats.AuthFailures and logged with the reason and
 // the username's id, never the password or the secret.
 //
+// Failures are also charged to their source (IPv4 address or IPv6 /64) in
+// a token bucket of Config.AuthFailureLimit (10) refilled over
+// Config.AuthFailureWindow (a minute). Once it is empty, every
+// authenticated request from that source is refused with 401 before its
+// username is even parsed, counted in Stats.AuthRateLimited and logged
+// once per block, until a token comes back (6 s by default). Client
+// addresses of live allocations are exempt, so that a client looping on a
+// stale credential behind a shared NAT does not cut the calls of the
+// others. The table of sources is bounded (65536); when full, sources whose
+// bucket refilled are forgotten first, then arbitrary ones.
+//
 // # Peers: deny list and the relay-to-relay exception
 //
 // A relay is an open UDP proxy for anyone with credentials, so by default
@@ -43,6 +56,10 @@
 // New, and every interface address when one of those is bound to the
 // unspecified address; PublicIP and RelayBindIP are treated as below).
 // Config.AllowPeers overrides all of this, e.g. for a LAN deployment.
+// Config.DenyPeers adds ranges and beats everything else: a peer in both
+// lists is refused, and so is our own relay address if DenyPeers holds it.
+// The metadata addresses 169.254.169.254 and fd00:ec2::254 are refused
+// under their own reason, "metadata", to make such attempts stand out.
 //
 // Two clients of the same relay must nevertheless reach each other's relay
 // addresses: when both sides of a call use TURN, each one's peer address is
@@ -61,6 +78,45 @@
 // to the relay's local address (RelayBindIP, or loopback when relays bind
 // the unspecified address) instead, and the receiving relay reports them as
 // coming from PublicIP:port, the address its client gave permission to.
+//
+// # Quotas, bandwidth and lifetimes
+//
+// An Allocate is refused with 486 (Allocation Quota Reached) when its user
+// (the id of the REST username) has Config.MaxAllocationsPerUser
+// allocations open, or the server Config.MaxAllocations. Pion's
+// QuotaHandler checks; the relay socket factory takes the count
+// atomically and the socket's Close gives it back, so a count cannot leak
+// whatever ends the allocation (Refresh 0, expiry, TCP close, Close), and
+// two racing Allocates cannot both take the last slot (the loser gets 508).
+//
+// Config.BandwidthPerAllocation caps each direction of each allocation
+// with a token bucket in the relay socket wrapper; packets over it are
+// dropped and counted under the reason "bandwidth", logged once per
+// allocation. So that anyone who knows a relay address cannot spend a
+// call's inbound budget by spraying it, the wrapper keeps the allocation's
+// permitted peer IPs (from pion's permission events) and drops other
+// packets before charging them - pion would drop them anyway.
+//
+// Lifetimes (RFC 8656 §7.2, §7.3): an Allocate or Refresh without LIFETIME
+// gets Config.AllocationLifetime (10 minutes), and no request gets more
+// than MaxAllocationLifetime (one hour), which is what matters for
+// resources. Pion decides, and differs from the RFC in three corners: a
+// request for an hour or more gets the default lifetime rather than the
+// hour; a request below the default gets what it asked rather than the
+// default; and an Allocate with LIFETIME 0 fails with 508 rather than
+// getting the default. None affects a client that refreshes when told.
+// Matching the RFC exactly would need a change in pion (its lifetime
+// computation is internal) or rewriting and re-signing LIFETIME in
+// requests before pion sees them.
+//
+// # TLS
+//
+// Pion runs the TLS handshake itself only for a bare *tls.Conn, and the
+// server wraps every accepted connection (to close it on Close and to
+// label its traffic), so the wrapper runs the handshake on the first read
+// with pion's 10 s timeout. Pion's AuthHandler therefore sees no TLS
+// state, which Parley does not use. A connection is "tls" when it has a
+// ConnectionState method, as *tls.Conn and tlsmux's connections do.
 //
 // # Socket buffers
 //
@@ -86,7 +142,14 @@
 // # Logging and counters
 //
 // Pion's logger is bridged onto the *slog.Logger given to New, with pion's
-// scope as the "component" attribute (trace is dropped). Stats returns
-// atomic counters: allocations (current and total), authentication
-// failures, permission refusals and packets and bytes through relay sockets.
+// scope as the "component" attribute (trace is dropped). Every refusal -
+// credentials, rate limit, quota, peer, bandwidth - is logged at Info with
+// a "reason" attribute, once per event (per packet drops: once per
+// destination or allocation), at most 20 lines per 10 s in all; never a
+// password or the secret.
+//
+// Stats returns atomic counters: allocations (current and total),
+// authentication failures and rate-limited requests, quota refusals,
+// permission refusals by reason, and relayed packets and bytes by client
+// transport (udp, tcp, tls), counted at the relay socket.
 package turn
