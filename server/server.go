@@ -291,21 +291,12 @@ func (s *Server) metricsHandler() http.Handler {
 	gauge := func(name, help string, f func() float64) {
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f))
 	}
-	counter := func(name, help string, f func() float64) {
-		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, f))
-	}
 	if s.sig != nil {
 		gauge("parley_rooms", "Rooms held by the signaling server.", func() float64 { return float64(s.sig.Rooms()) })
 		gauge("parley_websockets", "Open signaling WebSockets.", func() float64 { return float64(s.sig.Connections()) })
 	}
 	if s.relay != nil {
-		st := func() turn.Stats { return s.relay.Stats() }
-		gauge("parley_turn_allocations", "Current TURN allocations.", func() float64 { return float64(st().Allocations) })
-		counter("parley_turn_allocations_total", "TURN allocations made since start.", func() float64 { return float64(st().AllocationsTotal) })
-		counter("parley_turn_auth_failures_total", "Refused TURN authentications.", func() float64 { return float64(st().AuthFailures) })
-		counter("parley_turn_permission_refusals_total", "Refused TURN permissions and dropped relay packets to denied peers.", func() float64 { return float64(st().PermissionRefusals) })
-		counter("parley_turn_relayed_packets_total", "Packets through relay sockets, both directions.", func() float64 { return float64(st().PacketsRelayed) })
-		counter("parley_turn_relayed_bytes_total", "Bytes through relay sockets, both directions.", func() float64 { return float64(st().BytesRelayed) })
+		reg.MustRegister(relayCollector{s.relay})
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
@@ -419,4 +410,40 @@ func (s *Server) Close() error {
 		s.relay.Close()
 	}
 	return nil
+}
+
+// relayCollector exports the relay's counters, read once per scrape.
+type relayCollector struct{ relay *turn.Server }
+
+var (
+	descAllocations      = prometheus.NewDesc("parley_turn_allocations", "Current TURN allocations.", nil, nil)
+	descAllocationsTotal = prometheus.NewDesc("parley_turn_allocations_total", "TURN allocations made since start.", nil, nil)
+	descAuthFailures     = prometheus.NewDesc("parley_turn_auth_failures_total", "Refused TURN authentications (bad, malformed or expired credentials).", nil, nil)
+	descAuthRateLimited  = prometheus.NewDesc("parley_turn_auth_rate_limited_total", "TURN requests refused unchecked because their address failed authentication too often.", nil, nil)
+	descQuotaRefusals    = prometheus.NewDesc("parley_turn_quota_refusals_total", "TURN allocations refused by the per-user or total quota.", nil, nil)
+	descRefusals         = prometheus.NewDesc("parley_turn_permission_refusals_total", "Refused TURN permissions and dropped relay packets, by reason.", []string{"reason"}, nil)
+	descPackets          = prometheus.NewDesc("parley_turn_relayed_packets_total", "Packets relayed, both directions, by client transport.", []string{"transport"}, nil)
+	descBytes            = prometheus.NewDesc("parley_turn_relayed_bytes_total", "Payload bytes relayed, both directions, by client transport.", []string{"transport"}, nil)
+)
+
+func (relayCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descAllocations, descAllocationsTotal, descAuthFailures, descAuthRateLimited, descQuotaRefusals, descRefusals, descPackets, descBytes} {
+		ch <- d
+	}
+}
+
+func (c relayCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.relay.Stats()
+	ch <- prometheus.MustNewConstMetric(descAllocations, prometheus.GaugeValue, float64(st.Allocations))
+	ch <- prometheus.MustNewConstMetric(descAllocationsTotal, prometheus.CounterValue, float64(st.AllocationsTotal))
+	ch <- prometheus.MustNewConstMetric(descAuthFailures, prometheus.CounterValue, float64(st.AuthFailures))
+	ch <- prometheus.MustNewConstMetric(descAuthRateLimited, prometheus.CounterValue, float64(st.AuthRateLimited))
+	ch <- prometheus.MustNewConstMetric(descQuotaRefusals, prometheus.CounterValue, float64(st.QuotaRefusals))
+	for reason, n := range st.PermissionRefusalsByReason {
+		ch <- prometheus.MustNewConstMetric(descRefusals, prometheus.CounterValue, float64(n), reason)
+	}
+	for tr, ts := range st.Transports {
+		ch <- prometheus.MustNewConstMetric(descPackets, prometheus.CounterValue, float64(ts.Packets), tr)
+		ch <- prometheus.MustNewConstMetric(descBytes, prometheus.CounterValue, float64(ts.Bytes), tr)
+	}
 }

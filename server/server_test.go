@@ -107,7 +107,7 @@ func TestServerEndToEnd(t *testing.T) {
 	}
 	b, _ := io.ReadAll(res.Body)
 	res.Body.Close()
-	for _, m := range []string{"parley_rooms 1", "parley_websockets 1", "parley_turn_allocations 0", "parley_turn_relayed_bytes_total"} {
+	for _, m := range []string{"parley_rooms 1", "parley_websockets 1", "parley_turn_allocations 0", `parley_turn_relayed_bytes_total{transport="udp"} 0`, `parley_turn_permission_refusals_total{reason="loopback"} 0`, "parley_turn_auth_failures_total 0"} {
 		if !strings.Contains(string(b), m) {
 			t.Errorf("metrics lack %q", m)
 		}

@@ -87,14 +87,14 @@ export async function startParley(extra = []) {
         link: (query) => `${base}${room.url}?${query}#k=${secret}`,
       };
     },
-    /** Prometheus metrics as a name → value map (first sample of each name). */
+    /** Prometheus metrics as a name → value map, summed over labels. */
     async metrics() {
       const text = await (await fetch(`http://127.0.0.1:${metrics}/metrics`)).text();
       /** @type {Record<string, number>} */
       const out = {};
       for (const line of text.split('\n')) {
         const m = /^([a-z_]+)(?:\{[^}]*\})? ([0-9.e+-]+)$/.exec(line);
-        if (m && !(m[1] in out)) out[m[1]] = Number(m[2]);
+        if (m) out[m[1]] = (out[m[1]] || 0) + Number(m[2]);
       }
       return out;
     },
