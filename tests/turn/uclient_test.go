@@ -112,8 +112,10 @@ func TestUclient(t *testing.T) {
 			if m.tls {
 				port = relay.tlsPort
 			}
+			// A user per mode: the relay caps allocations per user, and
+			// uclient leaves its probe allocations to expire.
 			args := append([]string{
-				"-W", secret, "-p", strconv.Itoa(port),
+				"-W", secret, "-u", "uclient-" + m.name, "-p", strconv.Itoa(port),
 				"-e", "127.0.0.1", "-r", strconv.Itoa(peerPort),
 				"-m", strconv.Itoa(clients), "-n", strconv.Itoa(messages),
 				"-l", strconv.Itoa(msgLen), "-z", strconv.Itoa(interval),
@@ -145,7 +147,9 @@ func TestUclient(t *testing.T) {
 			allocs := after["parley_turn_allocations_total"] - before["parley_turn_allocations_total"]
 			relayed := after["parley_turn_relayed_packets_total"] - before["parley_turn_relayed_packets_total"]
 			authFail := after["parley_turn_auth_failures_total"] - before["parley_turn_auth_failures_total"]
-			refused := after["parley_turn_permission_refusals_total"] - before["parley_turn_permission_refusals_total"]
+			refused := after["parley_turn_permission_refusals_total"] - before["parley_turn_permission_refusals_total"] +
+				after["parley_turn_quota_refusals_total"] - before["parley_turn_quota_refusals_total"] +
+				after["parley_turn_auth_rate_limited_total"] - before["parley_turn_auth_rate_limited_total"]
 			t.Logf("uclient %s", strings.Join(args, " "))
 			t.Logf("sessions=%d sent=%d received=%d lost=%d send-dropped=%d bytes=%d/%d rtt=%.2fms (max %dms) jitter=%.2fms in %.1fs; relay: allocations +%.0f, relayed packets +%.0f, auth failures +%.0f, refusals +%.0f",
 				m.sessions(clients), st.sent, st.received, st.lost, st.sendDropped, st.sentBytes, st.recvBytes,
@@ -177,7 +181,7 @@ func TestUclient(t *testing.T) {
 				t.Errorf("relay relayed_packets_total rose by %.0f, want at least %d", relayed, st.sent+st.received)
 			}
 			if authFail != 0 || refused != 0 {
-				t.Errorf("relay refused requests: %.0f auth failures, %.0f permission refusals", authFail, refused)
+				t.Errorf("relay refused requests: %.0f auth failures, %.0f permission/quota/rate-limit refusals", authFail, refused)
 			}
 		})
 	}
@@ -410,7 +414,8 @@ func (r *relay) waitReady(exited <-chan error) error {
 	return errors.New("parley turn not ready within 15s")
 }
 
-// metrics reads the relay's Prometheus counters (unlabelled samples).
+// metrics reads the relay's Prometheus samples, summing a metric's labelled
+// series (e.g. relayed packets by transport) under its bare name.
 func (r *relay) metrics(t *testing.T) map[string]float64 {
 	t.Helper()
 	client := &http.Client{Timeout: 10 * time.Second}
@@ -426,12 +431,15 @@ func (r *relay) metrics(t *testing.T) map[string]float64 {
 		if line == "" || line[0] == '#' {
 			continue
 		}
-		name, val, ok := strings.Cut(line, " ")
-		if !ok {
+		// name{label="v",...} value [timestamp]; label values here hold
+		// no spaces.
+		f := strings.Fields(line)
+		if len(f) < 2 {
 			continue
 		}
-		if v, err := strconv.ParseFloat(strings.Fields(val)[0], 64); err == nil {
-			m[name] = v
+		name, _, _ := strings.Cut(f[0], "{")
+		if v, err := strconv.ParseFloat(f[1], 64); err == nil {
+			m[name] += v
 		}
 	}
 	if err := sc.Err(); err != nil {
