@@ -44,8 +44,10 @@ let unsent = 0;
 /** @type {Map<string, PeerKeys>} */
 const peers = new Map();
 
-/** Transformers of the sending side, to ask for a key frame after a key change. @type {Set<any>} */
+/** Transformers of the sending side, to make a key frame after a key change. @type {Set<any>} */
 const senders = new Set();
+/** Video transformers of the receiving side, by peer, to ask for a key frame once a key arrives. @type {Map<string, Set<any>>} */
+const receivers = new Map();
 
 /** @param {string} peer */
 function peerKeys(peer) {
@@ -189,18 +191,36 @@ function retire(p, kid) {
  */
 function pipe(o, readable, writable) {
   const transform = o.role === 'send' ? encrypter(o.kind) : decrypter(o.peer, o.kind);
-  readable.pipeThrough(new TransformStream({ transform })).pipeTo(writable).catch(() => {});
+  // (Returns a promise that settles when the connection's stream ends.)
+  return readable.pipeThrough(new TransformStream({ transform })).pipeTo(writable).catch(() => {});
 }
 
 // RTCRtpScriptTransform (Chromium, Firefox, Safari).
 // @ts-ignore onrtctransform exists in workers of browsers with RTCRtpScriptTransform
 self.onrtctransform = (/** @type {any} */ ev) => {
   const t = ev.transformer;
-  if (t.options.role === 'send') {
-    senders.add(t);
+  const o = t.options;
+  /** @type {Set<any>} */
+  let set = senders;
+  if (o.role !== 'send') {
+    set = receivers.get(o.peer) || new Set();
+    receivers.set(o.peer, set);
   }
-  pipe(t.options, t.readable, t.writable);
+  if (o.role === 'send' || o.kind === 'video') set.add(t);
+  pipe(o, t.readable, t.writable).finally(() => set.delete(t));
 };
+
+/**
+ * Asks a peer for a key frame (where the browser can), so its video
+ * recovers as soon as we can open its frames again instead of waiting for
+ * the decoder's own timeout.
+ * @param {string} peer
+ */
+function requestKeyFrame(peer) {
+  for (const t of receivers.get(peer) || []) {
+    try { t.sendKeyFrameRequest?.()?.catch?.(() => {}); } catch { /* not all browsers */ }
+  }
+}
 
 self.onmessage = async (/** @type {MessageEvent} */ ev) => {
   const m = ev.data;
@@ -221,6 +241,8 @@ self.onmessage = async (/** @type {MessageEvent} */ ev) => {
       const prev = p.newest;
       p.newest = { index, gen: generation, step, base: m.key };
       if (prev) retire(p, makeKid(prev.index, prev.gen, prev.step));
+      // Frames under this key may already have been dropped: get a key frame now.
+      if (p.dropped > 0) requestKeyFrame(m.peer);
       break;
     }
     case 'drop-peer':

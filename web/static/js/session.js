@@ -58,6 +58,7 @@ export class CallSession {
     this.keyProblems = new Map();
     /** @type {WorkerStats|null} */
     this.lastStats = null;
+    this.unconfirmedSeconds = 0;
     /** Peers whose media has not decrypted for a while. @type {Set<string>} */
     this.undecryptable = new Set();
     this.keys = new KeyAgreement(opts.room, opts.secret, {
@@ -80,7 +81,8 @@ export class CallSession {
     /** @type {{peer: string, name: string, text: string}[]} */
     const problems = [];
     for (const [peer, text] of this.keyProblems) {
-      problems.push({ peer, name: this.remotes.get(peer)?.name || this.names.get(peer) || 'Someone', text });
+      const name = peer === '' ? 'This call' : this.remotes.get(peer)?.name || this.names.get(peer) || 'Someone';
+      problems.push({ peer, name, text });
     }
     // Everyone who holds our keys must be someone the server announced: a
     // key holder nobody can see would be a silent listener.
@@ -122,6 +124,16 @@ export class CallSession {
       const isRed = this.undecryptable.has(peer);
       if (r.badSeconds >= 2 && !isRed) { this.undecryptable.add(peer); changed = true; }
       if (opened > 0 && isRed) { this.undecryptable.delete(peer); changed = true; }
+    }
+    // With others in the call but nobody confirming our keys, our link is
+    // probably wrong or cut short: say so, in words a person can act on.
+    const lonely = this.remotes.size > 0 && this.keys.confirmed().length === 0;
+    this.unconfirmedSeconds = lonely ? (this.unconfirmedSeconds || 0) + 1 : 0;
+    const warnLink = this.unconfirmedSeconds >= 6;
+    if (warnLink !== this.keyProblems.has('')) {
+      if (warnLink) this.keyProblems.set('', 'nobody in the call accepted your keys. Your link may be wrong or incomplete: ask for the whole link again');
+      else this.keyProblems.delete('');
+      changed = true;
     }
     if (changed) this.reportSecurity();
   }
