@@ -33,6 +33,8 @@ type Config struct {
 	TURNRelayMax   uint16         //
 	TURNSecret     string         // shared secret for TURN REST credentials; generated when empty
 	TURNAllowPeers []netip.Prefix // peers the relay may reach despite the deny list
+	TURNDenyPeers  []netip.Prefix // extra peers the relay must never reach (beats allow)
+	TURNURLs       []string       // external TURN servers (e.g. coturn) sharing turn-secret
 	TURNCredTTL    time.Duration  // lifetime of the TURN credentials handed to a participant
 	MetricsListen  string         // Prometheus /metrics listener; empty = off
 	TLSListen      string         // HTTPS and TURN over TLS on one port, e.g. ":443"; empty = off
@@ -145,17 +147,28 @@ func settings() []setting {
 			return nil
 		}},
 		{name: "turn-allow-peer", list: true, usage: "`CIDR` the relay may reach despite the default deny list of loopback, private and link-local ranges (repeatable)", set: func(c *Config, v string) error {
-			p, err := netip.ParsePrefix(v)
+			p, err := parsePrefix(v)
 			if err != nil {
-				a, err2 := netip.ParseAddr(v)
-				if err2 != nil {
-					return err
-				}
-				p = netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen())
+				return err
 			}
-			c.TURNAllowPeers = append(c.TURNAllowPeers, p.Masked())
+			c.TURNAllowPeers = append(c.TURNAllowPeers, p)
 			return nil
 		}, reset: func(c *Config) { c.TURNAllowPeers = nil }},
+		{name: "turn-deny-peer", list: true, usage: "`CIDR` the relay must never reach, on top of the default deny list; beats turn-allow-peer (repeatable)", set: func(c *Config, v string) error {
+			p, err := parsePrefix(v)
+			if err != nil {
+				return err
+			}
+			c.TURNDenyPeers = append(c.TURNDenyPeers, p)
+			return nil
+		}, reset: func(c *Config) { c.TURNDenyPeers = nil }},
+		{name: "turn-url", list: true, usage: "an external TURN server `URL` to hand to participants, e.g. turn:turn.example.com:3478?transport=udp (repeatable); it must share turn-secret (coturn: use-auth-secret, static-auth-secret)", set: func(c *Config, v string) error {
+			if !(strings.HasPrefix(v, "turn:") || strings.HasPrefix(v, "turns:") || strings.HasPrefix(v, "stun:")) || strings.ContainsAny(v, " \"") {
+				return fmt.Errorf("want a URL like turn:turn.example.com:3478?transport=udp")
+			}
+			c.TURNURLs = append(c.TURNURLs, v)
+			return nil
+		}, reset: func(c *Config) { c.TURNURLs = nil }},
 		{name: "turn-credential-ttl", usage: "how long the TURN credentials given to a participant stay valid", set: durationSetter(func(c *Config) *time.Duration { return &c.TURNCredTTL })},
 		{name: "metrics-listen", usage: "address for Prometheus /metrics (`host:port`); empty = off. Keep it private", set: func(c *Config, v string) error {
 			if v != "" {
@@ -194,6 +207,19 @@ func settings() []setting {
 		{name: "rooms-per-ip", usage: "rooms one IP address may create per hour", set: intSetter(func(c *Config) *int { return &c.RoomsPerIP })},
 		{name: "room-ttl", usage: "an unused room link stops working after this long", set: durationSetter(func(c *Config) *time.Duration { return &c.RoomTTL })},
 	}
+}
+
+// parsePrefix takes a CIDR or a single address.
+func parsePrefix(v string) (netip.Prefix, error) {
+	p, err := netip.ParsePrefix(v)
+	if err != nil {
+		a, err2 := netip.ParseAddr(v)
+		if err2 != nil {
+			return p, err
+		}
+		p = netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen())
+	}
+	return p.Masked(), nil
 }
 
 func addrSetter(field func(*Config) *string) func(*Config, string) error {
@@ -415,6 +441,8 @@ func (c *Config) Validate() error {
 		return fieldErr("rooms-per-ip", fmt.Errorf("must be at least 1"))
 	case c.RoomTTL < time.Minute:
 		return fieldErr("room-ttl", fmt.Errorf("must be at least 1m"))
+	case len(c.TURNURLs) > 0 && c.TURNSecret == "":
+		return fieldErr("turn-url", fmt.Errorf("an external TURN server needs turn-secret, the secret it shares with Parley"))
 	case c.TURNListen != "" && c.TURNListen == c.Listen:
 		return fieldErr("turn-listen", fmt.Errorf("must differ from listen"))
 	case (c.TLSCert == "") != (c.TLSKey == ""):

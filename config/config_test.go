@@ -112,3 +112,16 @@ func TestHelp(t *testing.T) {
 		}
 	}
 }
+
+func TestExternalTURNNeedsSecret(t *testing.T) {
+	if _, err := Load([]string{"-turn-url", "turn:turn.example.com:3478"}, env(nil), io.Discard); err == nil || !strings.Contains(err.Error(), "turn-url") {
+		t.Fatalf("turn-url without a secret: %v", err)
+	}
+	c, err := Load([]string{"-turn-url", "turn:a.example:3478?transport=udp", "-turn-secret", "0123456789abcdef", "-turn-deny-peer", "203.0.113.0/24"}, env(nil), io.Discard)
+	if err != nil || len(c.TURNURLs) != 1 || len(c.TURNDenyPeers) != 1 {
+		t.Fatalf("%+v %v", c, err)
+	}
+	if _, err := Load([]string{"-turn-url", "http://nope"}, env(nil), io.Discard); err == nil {
+		t.Fatal("accepted an http URL as a TURN server")
+	}
+}

@@ -124,6 +124,7 @@ func build(cfg config.Config, logger *slog.Logger, ln Listeners, relayOnly bool)
 			Secret:        []byte(cfg.TURNSecret),
 			CredentialTTL: cfg.TURNCredTTL,
 			AllowPeers:    cfg.TURNAllowPeers,
+			DenyPeers:     cfg.TURNDenyPeers,
 		}, logger, pcs, lns)
 		if err != nil {
 			return nil, fmt.Errorf("server: TURN relay: %w", err)
@@ -173,9 +174,20 @@ func build(cfg config.Config, logger *slog.Logger, ln Listeners, relayOnly bool)
 // iceServers hands a joining participant the relay's address with fresh,
 // time-limited credentials: UDP first, then TCP.
 func (s *Server) iceServers(r *http.Request, peerID string) []signaling.ICEServer {
-	if s.relay == nil {
-		return nil
+	var out []signaling.ICEServer
+	if s.relay != nil {
+		out = s.embeddedICEServers(r, peerID)
 	}
+	if len(s.cfg.TURNURLs) > 0 {
+		// An external relay (coturn with use-auth-secret, or another
+		// `parley turn`) checks the same REST credentials.
+		user, pass := turn.Credentials([]byte(s.cfg.TURNSecret), peerID, s.cfg.TURNCredTTL, time.Now())
+		out = append(out, signaling.ICEServer{URLs: s.cfg.TURNURLs, Username: user, Credential: pass})
+	}
+	return out
+}
+
+func (s *Server) embeddedICEServers(r *http.Request, peerID string) []signaling.ICEServer {
 	host := s.turnHost(r)
 	port := "3478"
 	if s.ln.TURNUDP != nil {

@@ -2,6 +2,9 @@ package server
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha1"
+	"encoding/base64"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -114,5 +117,34 @@ func TestServerEndToEnd(t *testing.T) {
 	}
 	if strings.Contains(string(b), s.cfg.TURNSecret) {
 		t.Error("metrics leak the TURN secret")
+	}
+}
+
+// TestExternalTURN: with the embedded relay off and -turn-url set, the
+// welcome hands out the external server with coturn-style REST
+// credentials made from the shared secret.
+func TestExternalTURN(t *testing.T) {
+	cfg := config.Default()
+	cfg.TURNSecret = "shared-with-coturn-0123"
+	cfg.TURNURLs = []string{"turn:turn.example.com:3478?transport=udp", "turns:turn.example.com:443?transport=tcp"}
+	httpLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), Listeners{HTTP: httpLn})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Start()
+	defer s.Close()
+	req, _ := http.NewRequest("GET", "http://x/", nil)
+	ice := s.iceServers(req, "peer1")
+	if len(ice) != 1 || len(ice[0].URLs) != 2 || ice[0].URLs[1] != cfg.TURNURLs[1] {
+		t.Fatalf("ICE servers %+v", ice)
+	}
+	mac := hmac.New(sha1.New, []byte(cfg.TURNSecret))
+	mac.Write([]byte(ice[0].Username))
+	if want := base64.StdEncoding.EncodeToString(mac.Sum(nil)); ice[0].Credential != want || !strings.HasSuffix(ice[0].Username, ":peer1") {
+		t.Fatalf("credentials %q/%q are not coturn use-auth-secret ones", ice[0].Username, ice[0].Credential)
 	}
 }
