@@ -228,7 +228,7 @@ test('on the wire every frame is SFrame, random beyond the clear prefix; a wrong
     const got = x.packetsReceived - c1[i].packetsReceived;
     const rec = x.framesReceived - c1[i].framesReceived;
     const dec = x.framesDecoded - c1[i].framesDecoded;
-    assert.ok(got > 200, `Carol receives the others' video packets (connection ${i}: ${got})`);
+    assert.ok(got > 50, `Carol receives the others' video packets (connection ${i}: ${got})`);
     // Carol's worker drops every frame it cannot open, before the decoder:
     // if framesReceived counts them, decoding is far below it; if it does
     // not, nothing is decoded at all.
