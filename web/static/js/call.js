@@ -362,7 +362,7 @@ function addTile(r) {
   const st = document.createElement('span');
   st.className = 'state';
   st.setAttribute('role', 'status');
-  cap.append(who, ' ', st);
+  cap.append(who, ' · ', st);
   fig.append(video, cap);
   el('tiles').append(fig);
   updateTile(r);
@@ -381,6 +381,10 @@ function updateTile(r) {
   if (r.state === 'failed' && session?.relay) text = 'Could not connect through the relay: your network may block it';
   st.textContent = text;
   st.classList.toggle('bad', r.state === 'failed' || r.state === 'disconnected');
+  if (r.state === 'connected' && fig.dataset.announced !== '1') {
+    fig.dataset.announced = '1';
+    status(`${r.name} joined the call.`);
+  }
   if (video.paused && r.stream.getTracks().length) {
     video.play().catch(() => { $button('sound').hidden = false; });
   }
