@@ -117,7 +117,18 @@ func build(cfg config.Config, logger *slog.Logger, ln Listeners, relayOnly bool)
 			lns = append(lns, ln.TURNTCP)
 		}
 		lns = append(lns, turnTLS...)
+		// Relay sockets bind where the TURN socket does, when that is one
+		// routable address (not all interfaces; not loopback, from which
+		// the relay could reach no one else).
+		var bindIP netip.Addr
+		for _, a := range []net.Addr{addrOf(ln.TURNUDP), addrOfL(ln.TURNTCP)} {
+			if ap, err := netip.ParseAddrPort(fmt.Sprint(a)); err == nil && !ap.Addr().IsUnspecified() && !ap.Addr().IsLoopback() {
+				bindIP = ap.Addr().Unmap()
+				break
+			}
+		}
 		relay, err := turn.New(turn.Config{
+			RelayBindIP:   bindIP,
 			PublicIP:      publicIP,
 			RelayPortMin:  cfg.TURNRelayMin,
 			RelayPortMax:  cfg.TURNRelayMax,
@@ -260,6 +271,20 @@ func (s *Server) tlsHost(r *http.Request) string {
 		}
 	}
 	return s.turnHost(r)
+}
+
+func addrOf(pc net.PacketConn) net.Addr {
+	if pc == nil {
+		return nil
+	}
+	return pc.LocalAddr()
+}
+
+func addrOfL(l net.Listener) net.Addr {
+	if l == nil {
+		return nil
+	}
+	return l.Addr()
 }
 
 func portOf(a net.Addr) string {

@@ -2,9 +2,13 @@ package turn
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/pion/logging"
@@ -36,10 +40,29 @@ type slogLeveled struct {
 
 func (s *slogLeveled) logf(level slog.Level, format string, args ...any) {
 	ctx := context.Background()
+	if level >= slog.LevelWarn && routineClose(format, args) {
+		// A client that hangs up (TURN over TLS or TCP) makes pion report
+		// the failed close as an error; it is a normal end of a call.
+		level = slog.LevelDebug
+	}
 	if !s.l.Enabled(ctx, level) || !s.allow(ctx, level) {
 		return
 	}
 	s.l.Log(ctx, level, fmt.Sprintf(format, args...))
+}
+
+// routineClose reports whether a pion error is only a connection the other
+// side already closed.
+func routineClose(format string, args []any) bool {
+	if !strings.HasPrefix(format, "Failed to close conn") {
+		return false
+	}
+	for _, a := range args {
+		if err, ok := a.(error); ok && (errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, net.ErrClosed)) {
+			return true
+		}
+	}
+	return false
 }
 
 func (s *slogLeveled) log(level slog.Level, msg string) {
