@@ -74,7 +74,7 @@
 //
 // index (16 bits) names the sender in the room, generation (16 bits) counts
 // fresh random base keys the sender has handed out (a new one when someone leaves
-// and after 255 ratchet steps), and step (8 bits) counts ratchet steps within a
+// and when the ratchet step reaches 250), and step (8 bits) counts ratchet steps within a
 // generation. A ratchet step replaces the base key by Ratchet(suite, key) =
 // HKDF-Expand(HKDF-Extract("", key), "SFrame 1.0 Ratchet", Nh) (RFC 9605
 // §5.1); senders ratchet when someone joins, so the newcomer cannot decrypt

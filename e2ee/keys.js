@@ -132,7 +132,7 @@ export async function e2eeSupported() {
 
 /**
  * The 12-digit safety code: HMAC(K_code, "parley/1 safety" || v || suite ||
- * curve || lp(R) || epoch || sorted lp(lp(pid) || pub) of every confirmed
+ * curve || lp(R) || lp(epoch) || sorted lp(lp(pid) || pub) of every confirmed
  * member || sorted lp(r) of every member's revealed random), first 40 bits
  * as 12 decimal digits in three groups.
  * @param {CryptoKey} kCode @param {string} room @param {Uint8Array} epoch
@@ -227,6 +227,8 @@ export class KeyAgreement {
     this.round = null;
     /** Commitments and reveals received, by epoch tag then pid. @type {Map<string, Map<string, {commit?: Uint8Array, r?: Uint8Array}>>} */
     this.rounds = new Map();
+    this.restarts = 0;
+    this.restartWindow = 0;
   }
 
   /** Derives the link keys, makes the key pair and the first sender key, and says hello. @param {string} myId */
@@ -464,20 +466,57 @@ export class KeyAgreement {
   /** @param {Member} m @param {any} p */
   async onRound(m, p) {
     if (typeof p.epoch !== 'string' || p.epoch.length > 64) return;
+    let bytes;
+    try {
+      bytes = unb64url(p.t === 'commit' ? p.c : p.r);
+    } catch {
+      return this.reject(m.pid, 'sent a malformed safety-code message');
+    }
+    if (bytes.length !== 32) return this.reject(m.pid, 'sent a malformed safety-code message');
     let got = this.rounds.get(p.epoch);
     if (!got) {
-      if (this.rounds.size > 8) return; // bounded: a server cannot make us store junk
+      if (this.rounds.size >= 8) return; // bounded: a server cannot make us store junk
       got = new Map();
       this.rounds.set(p.epoch, got);
     }
     const e = got.get(m.pid) || {};
-    try {
-      if (p.t === 'commit' && !e.commit) e.commit = unb64url(p.c);
-      if (p.t === 'reveal' && !e.r) e.r = unb64url(p.r);
-    } catch {
-      return this.reject(m.pid, 'sent a malformed safety-code message');
-    }
     got.set(m.pid, e);
+    if (p.t === 'commit') {
+      if (e.commit && equalBytes(e.commit, bytes)) return; // a repeat
+      if (e.commit && this.round && p.epoch === this.round.tag) {
+        // The peer started this membership's round again (its view went
+        // away and came back): start ours again too, with a fresh r, so
+        // nobody's r is chosen after seeing another's.
+        return this.restartRound(m.pid, bytes);
+      }
+      e.commit = bytes;
+      e.r = undefined;
+    } else {
+      if (!e.commit || e.r) return; // a reveal needs its commitment first, and counts once
+      e.r = bytes;
+    }
+    await this.progress();
+  }
+
+  /**
+   * Starts the current round again with a fresh r, keeping only the new
+   * commitment that triggered it. Bounded, so replayed commitments cannot
+   * keep us busy.
+   * @param {string} pid @param {Uint8Array} commit
+   */
+  async restartRound(pid, commit) {
+    const round = this.round;
+    if (!round) return;
+    const now = Date.now();
+    if (now - this.restartWindow > 10000) { this.restartWindow = now; this.restarts = 0; }
+    if (this.restarts++ >= 10) return;
+    round.r = crypto.getRandomValues(new Uint8Array(32));
+    round.revealed = false;
+    this.code = '';
+    this.rounds.set(round.tag, new Map([[pid, { commit }]]));
+    const c = await commitment(this.room, this.myId, round.epoch, round.r);
+    for (const other of round.pids) if (other !== this.myId) this.hooks.send({ t: 'commit', epoch: round.tag, c: b64url(c) }, other);
+    this.hooks.onChange();
     await this.progress();
   }
 

@@ -39,7 +39,7 @@ let unsent = 0;
 
 /**
  * @typedef {{rx: SFrameReceiver, newest: {gen: number, step: number, base: Uint8Array, index: number} | null,
- *   opened: number, dropped: number, reasons: Record<string, number>}} PeerKeys
+ *   opened: number, dropped: number, reasons: Record<string, number>, ahead: Promise<void>}} PeerKeys
  */
 /** @type {Map<string, PeerKeys>} */
 const peers = new Map();
@@ -53,7 +53,7 @@ const receivers = new Map();
 function peerKeys(peer) {
   let p = peers.get(peer);
   if (!p) {
-    p = { rx: new SFrameReceiver(SUITE), newest: null, opened: 0, dropped: 0, reasons: {} };
+    p = { rx: new SFrameReceiver(SUITE), newest: null, opened: 0, dropped: 0, reasons: {}, ahead: Promise.resolve() };
     peers.set(peer, p);
   }
   return p;
@@ -149,7 +149,16 @@ function decrypter(peer, kind) {
  * @param {PeerKeys} p @param {Uint8Array} metadata @param {Uint8Array} body
  * @returns {Promise<Uint8Array|null>} the plaintext if the look-ahead key opened the frame
  */
-async function lookAhead(p, metadata, body) {
+function lookAhead(p, metadata, body) {
+  // One look-ahead at a time per sender: an audio and a video frame at the
+  // same new step must not add and remove each other's key.
+  const run = p.ahead.then(() => lookAheadNow(p, metadata, body));
+  p.ahead = run.then(() => {}, () => {});
+  return run;
+}
+
+/** @param {PeerKeys} p @param {Uint8Array} metadata @param {Uint8Array} body @returns {Promise<Uint8Array|null>} */
+async function lookAheadNow(p, metadata, body) {
   const nk = p.newest;
   if (!nk) return null;
   let kid;

@@ -308,6 +308,7 @@ function showSecurity(sec) {
   const badge = el('e2ee-badge');
   const title = el('e2ee-title');
   el('e2ee-code').textContent = sec.code;
+  el('e2ee-holders').textContent = sec.holders.length ? 'Keys shared with: ' + sec.holders.join(', ') + '.' : '';
   // A code means something only when there is someone to compare it with.
   el('e2ee-code-line').hidden = !sec.code || sec.confirmed.length === 0;
   if (sec.problems.length) {
@@ -318,7 +319,6 @@ function showSecurity(sec) {
     return;
   }
   const others = session ? session.remotes.size : 0;
-  el('e2ee-holders').textContent = sec.holders.length ? 'Keys shared with: ' + sec.holders.join(', ') + '.' : '';
   if (!sec.code) {
     badge.className = 'badge pending';
     title.textContent = 'End-to-end encrypted. Checking the keys of people who just joined…';
