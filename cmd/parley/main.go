@@ -122,14 +122,16 @@ func listen(cfg config.Config, relayOnly bool) (server.Listeners, error) {
 		}
 	}
 	if cfg.TURNListen != "" {
-		udp, err := net.ListenPacket("udp", cfg.TURNListen)
+		udp, err := udpSockets(cfg.TURNListen)
 		if err != nil {
 			return ln, fmt.Errorf("TURN UDP %s: %w", cfg.TURNListen, err)
 		}
-		if _, _, err := turn.SetSocketBuffers(udp, turn.DefaultSocketBuffer); err != nil {
-			slog.Warn("TURN socket buffers not enlarged", "err", err)
+		for _, c := range udp {
+			if _, _, err := turn.SetSocketBuffers(c, turn.DefaultSocketBuffer); err != nil {
+				slog.Warn("TURN socket buffers not enlarged", "err", err)
+			}
 		}
-		ln.TURNUDP = udp
+		ln.TURNUDP, ln.TURNUDPShared = udp[0], udp[1:]
 		if ln.TURNTCP, err = tcp(cfg.TURNListen, "TURN TCP"); err != nil {
 			return ln, err
 		}
