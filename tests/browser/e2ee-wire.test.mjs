@@ -145,6 +145,14 @@ test('on the wire every frame is SFrame, random beyond the clear prefix; a wrong
     console.log(`${name}: ${complete.length} video frames (${keyFrames.length} key frames, ${incomplete} incomplete), ${audio.length} audio frames`);
     assert.ok(complete.length >= 100, `${name}: >= 100 whole video frames (got ${complete.length})`);
     assert.ok(audio.length >= 200, `${name}: >= 200 audio frames (got ${audio.length})`);
+    // Constant-bitrate Opus (cbr=1, no DTX): encrypted audio frames all have
+    // one size (ciphertext and tag; the header only grows with the counter),
+    // so their sizes do not trace the rhythm of speech.
+    const sizes = new Map();
+    for (const f of audio) sizes.set(f.bodyLen, (sizes.get(f.bodyLen) || 0) + 1);
+    const [commonSize, commonCount] = [...sizes.entries()].sort((x, y) => y[1] - x[1])[0];
+    console.log(`${name}: audio frame sizes ${JSON.stringify([...sizes.entries()].sort((x, y) => y[1] - x[1]).slice(0, 5))}`);
+    assert.ok(commonCount >= 0.9 * audio.length, `${name}: audio frames have one size (${commonCount} of ${audio.length} are ${commonSize} bytes)`);
     assert.ok(incomplete <= complete.length / 50, `${name}: few incomplete video frames (${incomplete})`);
     assert.ok(keyFrames.length >= 2, `${name}: the inspector's PLIs brought key frames (${keyFrames.length})`);
 

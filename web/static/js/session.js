@@ -30,6 +30,25 @@ const isFirefox = /Firefox\//.test(navigator.userAgent);
  * @typedef {{sent: number, unsent: number, peers: Record<string, {opened: number, dropped: number, reasons: Record<string, number>}>}} WorkerStats
  */
 
+/**
+ * Asks for constant-bitrate Opus without discontinuous transmission
+ * (cbr=1; usedtx=0) in our description, which tells the other side how to
+ * send to us: encrypted frames then all have one size, so their sizes do
+ * not reveal the rhythm of speech.
+ * @param {string} sdp
+ */
+export function opusCBR(sdp) {
+  const pts = [...sdp.matchAll(/^a=rtpmap:(\d+) opus\/48000/gim)].map((m) => m[1]);
+  let out = sdp;
+  for (const pt of pts) {
+    out = out.replace(new RegExp(`^(a=fmtp:${pt} )(.*)$`, 'm'), (_, head, params) => {
+      const kept = String(params).split(';').filter((p) => !/^\s*(cbr|usedtx)=/.test(p));
+      return head + [...kept, 'cbr=1', 'usedtx=0'].join(';');
+    });
+  }
+  return out;
+}
+
 export class CallSession {
   /**
    * @param {{room: string, name: string, stream: MediaStream, relay: boolean, wsURL: string, secret: Uint8Array}} opts
@@ -246,7 +265,9 @@ export class CallSession {
     pc.onnegotiationneeded = async () => {
       try {
         r.makingOffer = true;
-        await pc.setLocalDescription();
+        const offer = await pc.createOffer();
+        if (pc.signalingState !== 'stable') return; // an offer arrived meanwhile
+        await pc.setLocalDescription({ type: 'offer', sdp: opusCBR(offer.sdp || '') });
         const d = pc.localDescription;
         if (d) this.sig.send({ type: 'offer', to: id, sdp: d.sdp });
       } catch (e) {
@@ -307,12 +328,15 @@ export class CallSession {
       const collision = type === 'offer' && (r.makingOffer || pc.signalingState !== 'stable');
       r.ignoreOffer = !r.polite && collision;
       if (r.ignoreOffer) return;
-      await pc.setRemoteDescription({ type, sdp: m.sdp });
+      // The remote's Opus parameters tell our encoder how to send: ask it
+      // for constant bitrate whatever the other side asked for.
+      await pc.setRemoteDescription({ type, sdp: opusCBR(m.sdp || '') });
       this.transformAll(r);
       for (const c of r.pendingCandidates.splice(0)) await pc.addIceCandidate(c).catch(() => {});
       if (type === 'offer') {
         this.addLocalTracks(r);
-        await pc.setLocalDescription();
+        const answer = await pc.createAnswer();
+        await pc.setLocalDescription({ type: 'answer', sdp: opusCBR(answer.sdp || '') });
         const d = pc.localDescription;
         if (d) this.sig.send({ type: 'answer', to: from, sdp: d.sdp });
       }
