@@ -22,6 +22,8 @@ export const CURVE = 'X25519';
 export const MIN_SECRET_BYTES = 16;
 /** How long a sender waits after handing out a new key before using it. */
 export const SWITCH_DELAY_MS = 400;
+/** Senders start a fresh generation this often, even when nobody comes or goes. */
+export const REKEY_INTERVAL_MS = 10 * 60 * 1000;
 
 const te = new TextEncoder();
 
@@ -188,6 +190,7 @@ function equalBytes(a, b) {
  *   onChange: () => void,
  *   onWarning: (peer: string, text: string) => void,
  *   switchDelayMs?: number,
+ *   rekeyIntervalMs?: number,
  * }} Hooks
  */
 
@@ -229,6 +232,8 @@ export class KeyAgreement {
     this.rounds = new Map();
     this.restarts = 0;
     this.restartWindow = 0;
+    /** @type {ReturnType<typeof setInterval>|undefined} */
+    this.rekeyTimer = undefined;
   }
 
   /** Derives the link keys, makes the key pair and the first sender key, and says hello. @param {string} myId */
@@ -252,6 +257,12 @@ export class KeyAgreement {
     await this.newGeneration(true);
     await this.updateCode();
     this.hooks.send(await this.hello(false));
+    // A fresh key now and then bounds what one leaked key exposes, and ends
+    // the access of anyone who left without the server saying so.
+    this.rekeyTimer = setInterval(() => {
+      if (this.confirmed().length === 0) return;
+      this.queue = this.queue.then(() => this.newGeneration()).catch((e) => console.warn('e2ee rekey', e));
+    }, this.hooks.rekeyIntervalMs ?? REKEY_INTERVAL_MS);
   }
 
   /** @param {boolean} reply */
@@ -563,6 +574,11 @@ export class KeyAgreement {
     const now = Date.now();
     if (now - this.warnWindow > 10000) { this.warnWindow = now; this.warned = 0; }
     if (this.warned++ < 5) this.hooks.onWarning(pid, why);
+  }
+
+  /** Stops the periodic rekeying (the page is leaving the call). */
+  stop() {
+    clearInterval(this.rekeyTimer);
   }
 
   /** Confirmed participants' ids. */

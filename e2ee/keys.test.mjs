@@ -2,11 +2,15 @@
 // commit and reveal messages over an in-memory "server", and must end with
 // the same safety code, including after someone leaves and after a view
 // that went away and came back.
-import { test } from 'node:test';
+import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { KeyAgreement, newLinkSecret, linkSecretFromHash, unb64url } from './keys.js';
 
 const room = 'AAAAAAAAAAAAAAAAAAAAAA';
+
+/** Every network made, so their rekey timers stop when the tests end. */
+const nets = [];
+after(() => { for (const n of nets) n.stopAll(); });
 
 /** A little server: delivers each member's messages to the others, in order, unless blocked. */
 function network() {
@@ -21,8 +25,10 @@ function network() {
     const copy = JSON.parse(JSON.stringify(payload));
     inflight = inflight.then(() => m.onMessage(from, copy));
   };
-  return {
-    members, blocked,
+  const net = {
+    members, blocked, rekeyMs: 0,
+    all: [],
+    stopAll() { for (const m of net.all) m.stop(); },
     add(id, secret) {
       const installed = [];
       const ka = new KeyAgreement(room, secret, {
@@ -36,8 +42,10 @@ function network() {
         onChange: () => {},
         onWarning: (peer, text) => { ka.warnings.push(`${peer}: ${text}`); },
         switchDelayMs: 1,
+        rekeyIntervalMs: net.rekeyMs || 3600000,
       });
       ka.warnings = [];
+      net.all.push(ka);
       ka.installed = installed;
       members.set(id, ka);
       return ka;
@@ -51,6 +59,8 @@ function network() {
       }
     },
   };
+  nets.push(net);
+  return net;
 }
 
 test('link secrets: made with 128 bits, read back from the fragment, short ones refused', () => {
@@ -127,4 +137,18 @@ test('a commitment that does not match its reveal is caught', async () => {
   await b.start('pB'); await net.settle();
   assert.equal(a.code, '', 'no code from a bad reveal');
   assert.ok(a.warnings.some((w) => w.includes('does not match its commitment')), a.warnings.join('; '));
+});
+
+test('senders start a fresh generation periodically, and the others get it', async () => {
+  const secret = unb64url(newLinkSecret());
+  const net = network();
+  net.rekeyMs = 150;
+  const a = net.add('pA', secret); await a.start('pA'); await net.settle();
+  const b = net.add('pB', secret); await b.start('pB'); await net.settle();
+  const gen = a.gen;
+  await new Promise((r) => setTimeout(r, 400));
+  await net.settle();
+  net.stopAll();
+  assert.ok(a.gen > gen, `A rekeyed (generation ${gen} -> ${a.gen})`);
+  assert.equal(b.members.get('pA').gen, a.gen, 'B holds A\'s newest generation');
 });

@@ -25,8 +25,14 @@ let open = [];
 /** @type {Array<Awaited<ReturnType<typeof startProxy>>>} */
 let proxies = [];
 
+/** Every KeyAgreement made here, so their rekey timers stop at the end. @type {KeyAgreement[]} */
+const agreements = [];
+/** @param {KeyAgreement} k */
+const track = (k) => { agreements.push(k); return k; };
+
 before(async () => { parley = await startParley(); });
 after(async () => {
+  for (const k of agreements) k.stop();
   for (const b of open) await b.close();
   for (const p of proxies) await p.close();
   await parley?.stop();
@@ -200,7 +206,7 @@ callCase('control: through an untouched proxy both sides are green with the same
 callCase('outsider: a proxy without the link secret that swaps public keys is rejected, both pages warn, media does not decrypt', (ctx) => {
   const { proxy, room } = ctx;
   // The attacker's own key pair and its best guess at the hello key.
-  const attacker = new KeyAgreement(room.id, randomBytes(16), noHooks());
+  const attacker = track(new KeyAgreement(room.id, randomBytes(16), noHooks()));
   const ready = attacker.start('attacker');
   /** @param {any} p */
   const forge = async (p) => {
@@ -309,14 +315,14 @@ callCase('insider: a proxy with the link secret that terminates the key agreemen
    * @param {() => [KeyAgreement|null, string, number]} onward where the victim's own sender key goes
    */
   const impostor = (self, victim, victimConn, onward) => {
-    const ka = new KeyAgreement(room.id, secret, {
+    const ka = track(new KeyAgreement(room.id, secret, {
       send: (payload) => proxy.send(victimConn(), 's2c', { type: 'e2ee', from: self(), payload }),
       installSendKey() {},
       installRecvKey: (_peer, kid, key) => relayKey(onward, victim(), kid, key.slice()),
       dropPeer() {},
       onChange() {},
       onWarning: (peer, text) => st.warnings.push(`${peer}: ${text}`),
-    });
+    }));
     // It hands on the victims' real keys instead of its own.
     ka.sendKeyTo = async () => {};
     return ka;

@@ -406,6 +406,7 @@ export class CallSession {
   leave() {
     this.ended = true;
     clearInterval(this.statsTimer);
+    this.keys.stop();
     this.sig.leave();
     for (const id of [...this.remotes.keys()]) this.removeRemote(id, 'hangup');
     for (const t of this.stream.getTracks()) t.stop();
