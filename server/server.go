@@ -35,13 +35,10 @@ import (
 type Listeners struct {
 	HTTP    net.Listener   // plain HTTP: the app, /ws, /api
 	TURNUDP net.PacketConn // TURN over UDP
-	// TURNUDPShared are more sockets on TURNUDP's port (SO_REUSEPORT), each
-	// served by its own read loop.
-	TURNUDPShared []net.PacketConn
-	TURNTCP       net.Listener // TURN over TCP
-	TLS           net.Listener // TCP for HTTPS and TURN over TLS on one port (tls-listen)
-	TURNTLS       net.Listener // TCP for TURN over TLS alone (turn-tls-listen)
-	Metrics       net.Listener // Prometheus /metrics
+	TURNTCP net.Listener   // TURN over TCP
+	TLS     net.Listener   // TCP for HTTPS and TURN over TLS on one port (tls-listen)
+	TURNTLS net.Listener   // TCP for TURN over TLS alone (turn-tls-listen)
+	Metrics net.Listener   // Prometheus /metrics
 }
 
 // Server is a running Parley.
@@ -115,7 +112,6 @@ func build(cfg config.Config, logger *slog.Logger, ln Listeners, relayOnly bool)
 		var lns []net.Listener
 		if ln.TURNUDP != nil {
 			pcs = append(pcs, ln.TURNUDP)
-			pcs = append(pcs, ln.TURNUDPShared...)
 		}
 		if ln.TURNTCP != nil {
 			lns = append(lns, ln.TURNTCP)

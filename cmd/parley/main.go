@@ -122,16 +122,14 @@ func listen(cfg config.Config, relayOnly bool) (server.Listeners, error) {
 		}
 	}
 	if cfg.TURNListen != "" {
-		udp, err := udpSockets(cfg.TURNListen)
+		udp, err := net.ListenPacket("udp", cfg.TURNListen)
 		if err != nil {
 			return ln, fmt.Errorf("TURN UDP %s: %w", cfg.TURNListen, err)
 		}
-		for _, c := range udp {
-			if _, _, err := turn.SetSocketBuffers(c, turn.DefaultSocketBuffer); err != nil {
-				slog.Warn("TURN socket buffers not enlarged", "err", err)
-			}
+		if _, _, err := turn.SetSocketBuffers(udp, turn.DefaultSocketBuffer); err != nil {
+			slog.Warn("TURN socket buffers not enlarged", "err", err)
 		}
-		ln.TURNUDP, ln.TURNUDPShared = udp[0], udp[1:]
+		ln.TURNUDP = udp
 		if ln.TURNTCP, err = tcp(cfg.TURNListen, "TURN TCP"); err != nil {
 			return ln, err
 		}
