@@ -199,40 +199,22 @@ func (s *Server) iceServers(r *http.Request, peerID string) []signaling.ICEServe
 }
 
 func (s *Server) embeddedICEServers(r *http.Request, peerID string) []signaling.ICEServer {
-	host := s.turnHost(r)
-	port := "3478"
-	if s.ln.TURNUDP != nil {
-		port = portOf(s.ln.TURNUDP.LocalAddr())
-	} else if s.ln.TURNTCP != nil {
-		port = portOf(s.ln.TURNTCP.Addr())
-	}
-	if s.ln.TURNUDP == nil && s.ln.TURNTCP == nil {
-		var urls []string
-		tlsHost := s.tlsHost(r)
-		for _, l := range []net.Listener{s.ln.TURNTLS, s.ln.TLS} {
-			if l != nil {
-				urls = append(urls, "turns:"+net.JoinHostPort(tlsHost, portOf(l.Addr()))+"?transport=tcp")
-			}
-		}
-		user, pass := turn.Credentials([]byte(s.cfg.TURNSecret), peerID, s.cfg.TURNCredTTL, time.Now())
-		return []signaling.ICEServer{{URLs: urls, Username: user, Credential: pass}}
-	}
-	hp := net.JoinHostPort(host, port)
 	// UDP first, then TCP, then TLS (port 443 when shared with HTTPS): a
-	// client behind a firewall falls back on its own.
+	// client behind a firewall falls back on its own. Each URL carries its
+	// own socket's port.
 	var urls []string
+	host := s.turnHost(r)
 	if s.ln.TURNUDP != nil {
-		urls = append(urls, "turn:"+hp+"?transport=udp")
+		urls = append(urls, "turn:"+net.JoinHostPort(host, portOf(s.ln.TURNUDP.LocalAddr()))+"?transport=udp")
 	}
 	if s.ln.TURNTCP != nil {
-		urls = append(urls, "turn:"+hp+"?transport=tcp")
+		urls = append(urls, "turn:"+net.JoinHostPort(host, portOf(s.ln.TURNTCP.Addr()))+"?transport=tcp")
 	}
 	tlsHost := s.tlsHost(r)
-	if s.ln.TURNTLS != nil {
-		urls = append(urls, "turns:"+net.JoinHostPort(tlsHost, portOf(s.ln.TURNTLS.Addr()))+"?transport=tcp")
-	}
-	if s.ln.TLS != nil {
-		urls = append(urls, "turns:"+net.JoinHostPort(tlsHost, portOf(s.ln.TLS.Addr()))+"?transport=tcp")
+	for _, l := range []net.Listener{s.ln.TURNTLS, s.ln.TLS} {
+		if l != nil {
+			urls = append(urls, "turns:"+net.JoinHostPort(tlsHost, portOf(l.Addr()))+"?transport=tcp")
+		}
 	}
 	user, pass := turn.Credentials([]byte(s.cfg.TURNSecret), peerID, s.cfg.TURNCredTTL, time.Now())
 	return []signaling.ICEServer{{URLs: urls, Username: user, Credential: pass}}

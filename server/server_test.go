@@ -31,6 +31,9 @@ func start(t *testing.T, cfg config.Config) (*Server, Listeners) {
 	if ln.TURNUDP, err = net.ListenPacket("udp", "127.0.0.1:0"); err != nil {
 		t.Fatal(err)
 	}
+	if ln.TURNTCP, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
 	if ln.Metrics, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
 		t.Fatal(err)
 	}
@@ -85,8 +88,9 @@ func TestServerEndToEnd(t *testing.T) {
 	}
 	ice := welcome.ICEServers[0]
 	_, port, _ := net.SplitHostPort(ln.TURNUDP.LocalAddr().String())
-	if len(ice.URLs) != 1 || ice.URLs[0] != "turn:127.0.0.1:"+port+"?transport=udp" {
-		t.Fatalf("TURN URLs %v", ice.URLs)
+	_, tcpPort, _ := net.SplitHostPort(ln.TURNTCP.Addr().String())
+	if len(ice.URLs) != 2 || ice.URLs[0] != "turn:127.0.0.1:"+port+"?transport=udp" || ice.URLs[1] != "turn:127.0.0.1:"+tcpPort+"?transport=tcp" {
+		t.Fatalf("TURN URLs %v, want UDP then TCP", ice.URLs)
 	}
 	exp, id, ok := strings.Cut(ice.Username, ":")
 	if !ok || id != welcome.ID || exp == "" || ice.Credential == "" {

@@ -1,8 +1,6 @@
 package server
 
 import (
-	"io"
-	"log/slog"
 	"net"
 	"net/netip"
 	"strconv"
@@ -69,24 +67,7 @@ func startRelayServer(t *testing.T, allow []netip.Prefix) (*Server, Listeners) {
 	cfg := config.Default()
 	cfg.TURNSecret = "ssrf-test-secret-0123456789"
 	cfg.TURNAllowPeers = allow
-	var ln Listeners
-	var err error
-	if ln.HTTP, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
-		t.Fatal(err)
-	}
-	if ln.TURNUDP, err = net.ListenPacket("udp", "127.0.0.1:0"); err != nil {
-		t.Fatal(err)
-	}
-	if ln.TURNTCP, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
-		t.Fatal(err)
-	}
-	s, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), ln)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.Start()
-	t.Cleanup(func() { s.Close() })
-	return s, ln
+	return start(t, cfg)
 }
 
 // TestSSRF: with default settings, a client with valid credentials cannot
