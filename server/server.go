@@ -162,18 +162,22 @@ func build(cfg config.Config, logger *slog.Logger, ln Listeners, relayOnly bool)
 			w.Header().Set("Content-Type", "text/plain")
 			w.Write([]byte("ok\n"))
 		})
-		newHTTP := func() *http.Server {
+		newHTTP := func(h http.Handler) *http.Server {
 			return &http.Server{
-				Handler:           web.SecurityHeaders(mux),
+				Handler:           web.SecurityHeaders(h),
 				ReadHeaderTimeout: 10 * time.Second,
 				IdleTimeout:       120 * time.Second,
 				MaxHeaderBytes:    16 << 10,
 				ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelDebug),
 			}
 		}
-		s.http = newHTTP()
+		s.http = newHTTP(mux)
 		if s.shared != nil {
-			s.https = newHTTP()
+			// Browsers that have seen the HTTPS port keep to it.
+			s.https = newHTTP(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Strict-Transport-Security", "max-age=31536000")
+				mux.ServeHTTP(w, r)
+			}))
 		}
 	}
 	if ln.Metrics != nil {

@@ -99,6 +99,9 @@ func TestSharedTLSPort(t *testing.T) {
 	if res.StatusCode != 200 || !strings.Contains(string(body), "Start a consultation") {
 		t.Fatalf("HTTPS page: %s", res.Status)
 	}
+	if res.Header.Get("Strict-Transport-Security") == "" || res.Header.Get("Content-Security-Policy") == "" {
+		t.Fatalf("HTTPS headers: %v", res.Header)
+	}
 	res, err = client.Post("https://"+tlsAddr+"/api/rooms", "", nil)
 	if err != nil {
 		t.Fatal(err)
