@@ -27,6 +27,7 @@ type Config struct {
 	Listen         string         // HTTP address, e.g. ":8080"
 	PublicURL      string         // how users reach the page, e.g. "https://call.example.com"; empty = from the request
 	AllowedOrigins []string       // extra WebSocket origins besides the page's own
+	TrustedProxies []netip.Prefix // reverse proxies whose X-Forwarded-For is believed
 	TURNListen     string         // TURN address, UDP and TCP; empty disables the embedded relay
 	TURNPublicIP   netip.Addr     // relay address advertised to clients (behind 1:1 NAT: the public one)
 	TURNRelayMin   uint16         // relay port range; both 0 = any port
@@ -107,6 +108,14 @@ func settings() []setting {
 			c.AllowedOrigins = append(c.AllowedOrigins, strings.ToLower(v))
 			return nil
 		}, reset: func(c *Config) { c.AllowedOrigins = nil }},
+		{name: "trusted-proxy", list: true, usage: "`CIDR` of a reverse proxy in front of Parley whose X-Forwarded-For header is believed, so per-IP limits apply to the real clients (repeatable)", set: func(c *Config, v string) error {
+			p, err := parsePrefix(v)
+			if err != nil {
+				return err
+			}
+			c.TrustedProxies = append(c.TrustedProxies, p)
+			return nil
+		}, reset: func(c *Config) { c.TrustedProxies = nil }},
 		{name: "turn-listen", usage: "address of the embedded TURN relay, UDP and TCP (`host:port`); empty disables it", set: func(c *Config, v string) error {
 			if v != "" {
 				if _, _, err := net.SplitHostPort(v); err != nil {

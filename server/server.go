@@ -148,6 +148,7 @@ func build(cfg config.Config, logger *slog.Logger, ln Listeners, relayOnly bool)
 		s.sig = signaling.New(signaling.Config{
 			PublicURL:      cfg.PublicURL,
 			AllowedOrigins: cfg.AllowedOrigins,
+			TrustedProxies: cfg.TrustedProxies,
 			ICEServers:     s.iceServers,
 			MaxRooms:       cfg.MaxRooms,
 			RoomsPerIP:     cfg.RoomsPerIP,

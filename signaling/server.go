@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strings"
 	"sync"
@@ -45,6 +46,11 @@ type Config struct {
 	PingInterval time.Duration
 	// WriteTimeout bounds each write (default 10 s).
 	WriteTimeout time.Duration
+	// TrustedProxies are the reverse proxies whose X-Forwarded-For is
+	// believed: for a request from one of them, the client is the
+	// rightmost address in that header that is not itself a trusted proxy.
+	// Empty: X-Forwarded-For is ignored.
+	TrustedProxies []netip.Prefix
 }
 
 // Server is the signaling service. Create it with New; it is an
@@ -160,9 +166,10 @@ func (s *Server) createRoom(w http.ResponseWriter, r *http.Request) {
 		httpError(w, protoErr(CodeOriginForbidden, "Rooms can only be created from this site's own page.", nil))
 		return
 	}
-	rm, err := s.rooms.create(clientIP(r))
+	ip := s.clientIP(r)
+	rm, err := s.rooms.create(ip)
 	if err != nil {
-		s.log.Info("room creation refused", "ip", clientIP(r), "err", err)
+		s.log.Info("room creation refused", "ip", ip, "err", err)
 		httpError(w, err)
 		return
 	}
@@ -259,12 +266,38 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	json.NewEncoder(w).Encode(v)
 }
 
-// clientIP is the remote address without port. Parley does not trust
-// X-Forwarded-For: behind a reverse proxy, per-IP limits apply to the proxy.
-func clientIP(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
+// clientIP is the address per-IP limits apply to: the peer address, or,
+// when the peer is a trusted reverse proxy, the rightmost address in
+// X-Forwarded-For that is not a trusted proxy itself.
+func (s *Server) clientIP(r *http.Request) string {
+	peer := r.RemoteAddr
+	if host, _, err := net.SplitHostPort(peer); err == nil {
+		peer = host
 	}
-	return host
+	if len(s.cfg.TrustedProxies) == 0 {
+		return peer
+	}
+	trusted := func(ip string) bool {
+		a, err := netip.ParseAddr(ip)
+		if err != nil {
+			return false
+		}
+		for _, p := range s.cfg.TrustedProxies {
+			if p.Contains(a.Unmap()) {
+				return true
+			}
+		}
+		return false
+	}
+	if !trusted(peer) {
+		return peer
+	}
+	hops := strings.Split(strings.Join(r.Header.Values("X-Forwarded-For"), ","), ",")
+	for i := len(hops) - 1; i >= 0; i-- {
+		hop := strings.TrimSpace(hops[i])
+		if a, err := netip.ParseAddr(hop); err == nil && !trusted(hop) {
+			return a.Unmap().String()
+		}
+	}
+	return peer
 }

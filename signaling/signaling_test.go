@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -408,5 +409,42 @@ func TestCleanName(t *testing.T) {
 		if _, err := CleanName(in); !errors.Is(err, ErrBadName) {
 			t.Errorf("CleanName(%q) accepted", in)
 		}
+	}
+}
+
+// TestTrustedProxies: behind a trusted reverse proxy each client has its own
+// rooms-per-IP budget (from X-Forwarded-For); without trust, or from an
+// untrusted peer, the header is ignored and cannot be used to dodge the limit.
+func TestTrustedProxies(t *testing.T) {
+	post := func(ts *httptest.Server, xff string) int {
+		req, _ := http.NewRequest("POST", ts.URL+"/api/rooms", nil)
+		if xff != "" {
+			req.Header.Set("X-Forwarded-For", xff)
+		}
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		return res.StatusCode
+	}
+	_, behind := newTestServer(t, Config{RoomsPerIP: 1, TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}})
+	for _, xff := range []string{"203.0.113.1", "203.0.113.2", "198.51.100.7, 203.0.113.3"} {
+		if code := post(behind, xff); code != http.StatusCreated {
+			t.Fatalf("client %s behind the proxy: %d", xff, code)
+		}
+	}
+	if code := post(behind, "203.0.113.1"); code != http.StatusTooManyRequests {
+		t.Fatalf("the same client again: %d", code)
+	}
+	// A client that forges an extra hop to the left is still counted as itself.
+	if code := post(behind, "192.0.2.99, 203.0.113.2"); code != http.StatusTooManyRequests {
+		t.Fatalf("forged leftmost hop dodged the limit: %d", code)
+	}
+
+	_, direct := newTestServer(t, Config{RoomsPerIP: 1, TrustedProxies: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}})
+	post(direct, "203.0.113.1")
+	if code := post(direct, "203.0.113.2"); code != http.StatusTooManyRequests {
+		t.Fatalf("X-Forwarded-For from an untrusted peer was believed: %d", code)
 	}
 }
