@@ -173,6 +173,10 @@ func (c *client) handle(m *Message) bool {
 		}
 	case TypeOffer, TypeAnswer, TypeCandidate, TypeE2EE:
 		c.forward(m)
+	case TypeICERefresh:
+		// TURN credentials expire (turn-credential-ttl); a long call asks
+		// for new ones before an ICE restart would need them.
+		c.queue(Message{Type: TypeICEServers, ICEServers: c.srv.cfg.ICEServers(c.req, c.id)})
 	case TypeLeave:
 		c.leaveRoom("left")
 		c.closeWith(websocket.CloseNormalClosure, "bye")

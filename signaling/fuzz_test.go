@@ -34,7 +34,7 @@ func FuzzDecodeMessage(f *testing.F) {
 			return
 		}
 		switch m.Type {
-		case TypeJoin, TypeOffer, TypeAnswer, TypeCandidate, TypeE2EE, TypeLeave:
+		case TypeJoin, TypeOffer, TypeAnswer, TypeCandidate, TypeE2EE, TypeLeave, TypeICERefresh:
 		default:
 			t.Fatalf("accepted type %q", m.Type)
 		}

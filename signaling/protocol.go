@@ -43,6 +43,8 @@ const (
 	TypeCandidate  = "candidate"   // client ↔ client via server
 	TypeE2EE       = "e2ee"        // client ↔ client via server: opaque end-to-end key messages
 	TypeLeave      = "leave"       // client → server: hanging up
+	TypeICERefresh = "ice-refresh" // client → server: ask for fresh TURN credentials
+	TypeICEServers = "ice-servers" // server → client: the answer, with iceServers
 	TypeError      = "error"       // server → client
 )
 
@@ -151,7 +153,7 @@ func DecodeMessage(data []byte) (*Message, error) {
 		if len(m.Payload) == 0 || len(m.Payload) > MaxPayloadSize {
 			return bad("e2ee needs a payload of at most %d bytes.", MaxPayloadSize)
 		}
-	case TypeLeave:
+	case TypeLeave, TypeICERefresh:
 	case "":
 		return bad("Message has no \"type\".")
 	default:

@@ -3,6 +3,7 @@ package signaling
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -446,5 +447,24 @@ func TestTrustedProxies(t *testing.T) {
 	post(direct, "203.0.113.1")
 	if code := post(direct, "203.0.113.2"); code != http.StatusTooManyRequests {
 		t.Fatalf("X-Forwarded-For from an untrusted peer was believed: %d", code)
+	}
+}
+
+// TestICERefresh: a participant gets fresh TURN credentials on request.
+func TestICERefresh(t *testing.T) {
+	n := 0
+	_, ts := newTestServer(t, Config{ICEServers: func(_ *http.Request, id string) []ICEServer {
+		n++
+		return []ICEServer{{URLs: []string{"turn:127.0.0.1:3478"}, Username: fmt.Sprintf("%d:%s", n, id), Credential: "pw"}}
+	}})
+	room := createRoom(t, ts)
+	c := dial(t, ts)
+	c.sendRaw(`{"type":"ice-refresh"}`)
+	c.expectError(CodeNotJoined)
+	w := c.join(room, "Long call")
+	c.sendRaw(`{"type":"ice-refresh"}`)
+	m := c.expect(TypeICEServers)
+	if len(m.ICEServers) != 1 || m.ICEServers[0].Username != "2:"+w.ID || w.ICEServers[0].Username != "1:"+w.ID {
+		t.Fatalf("refresh %+v after welcome %+v", m.ICEServers, w.ICEServers)
 	}
 }

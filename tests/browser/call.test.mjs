@@ -156,3 +156,35 @@ test('three people in one room: everyone decodes both others (mesh)', onFailure(
   await assertSameSafetyCode(bs.map((b) => b.page));
   await closeAll(cur);
 }));
+
+test('a long call gets fresh TURN credentials before the old ones expire', onFailure(() => cur, async () => {
+  // Credentials valid for 1 minute: the page asks for new ones after 45 s.
+  const short = await startParley(['-turn-credential-ttl', '1m']);
+  try {
+    const room = await short.room();
+    const [a, b] = cur = await browsers(2);
+    await joinCall(a, room.link('name=Alice&join=1&relay=1'));
+    await joinCall(b, room.link('name=Bob&join=1&relay=1'));
+    await waitForStats(a.page, decodesVideo(50, 1), 'relayed video');
+    const username = () => a.page.evaluate(() => {
+      // @ts-ignore
+      const pc = window.__pcs.find((p) => p.connectionState !== 'closed');
+      return pc.getConfiguration().iceServers[0].username;
+    });
+    const first = await username();
+    const deadline = Date.now() + 70000;
+    let now = first;
+    while (now === first && Date.now() < deadline) {
+      await sleep(2000);
+      now = await username();
+    }
+    assert.notEqual(now, first, 'the connection was given new TURN credentials');
+    assert.ok(Number(now.split(':')[0]) > Number(first.split(':')[0]), `later expiry: ${first} -> ${now}`);
+    // The call goes on through the relay.
+    const before = (await mediaStats(a.page))[0].videoFramesDecoded;
+    await waitForStats(a.page, (s) => s[0].state === 'connected' && s[0].videoFramesDecoded > before + 20 && s[0].localType === 'relay', 'still decoding through the relay');
+    await closeAll(cur);
+  } finally {
+    await short.stop();
+  }
+}));

@@ -11,7 +11,8 @@ export const PROTOCOL_VERSION = 1;
  * @typedef {{type: 'welcome', version: number, id: string, peers?: Peer[], iceServers?: IceServer[], maxPeers: number}} Welcome
  * @typedef {{candidate?: string, sdpMid?: string|null, sdpMLineIndex?: number|null, usernameFragment?: string|null}} CandidateInit
  * @typedef {{type: string, from?: string, to?: string, sdp?: string, candidate?: CandidateInit|null,
- *   payload?: unknown, peer?: Peer, id?: string, reason?: string, code?: string, message?: string}} Message
+ *   payload?: unknown, peer?: Peer, id?: string, reason?: string, code?: string, message?: string,
+ *   iceServers?: IceServer[]}} Message
  */
 
 /** An error from the server (an "error" message) or from the connection. */

@@ -78,6 +78,8 @@ export class CallSession {
     /** @type {WorkerStats|null} */
     this.lastStats = null;
     this.unconfirmedSeconds = 0;
+    /** @type {ReturnType<typeof setTimeout>|undefined} */
+    this.iceTimer = undefined;
     /** Peers whose media has not decrypted for a while. @type {Set<string>} */
     this.undecryptable = new Set();
     this.keys = new KeyAgreement(opts.room, opts.secret, {
@@ -93,6 +95,34 @@ export class CallSession {
     });
     this.worker.onmessage = (ev) => { if (ev.data?.op === 'stats') this.onWorkerStats(ev.data.stats); };
     this.statsTimer = setInterval(() => this.worker.postMessage({ op: 'stats' }), 1000);
+  }
+
+  /**
+   * TURN credentials expire (their username starts with the expiry time):
+   * ask for fresh ones when three quarters of their life has passed, so an
+   * ICE restart late in a long call can still use the relay.
+   */
+  scheduleICERefresh() {
+    clearTimeout(this.iceTimer);
+    const user = this.iceServers.find((s) => s.username)?.username || '';
+    const expiry = Number(user.split(':')[0]) * 1000;
+    if (!Number.isFinite(expiry) || expiry <= 0) return;
+    const wait = Math.min(Math.max((expiry - Date.now()) * 0.75, 30_000), 24 * 3600_000);
+    this.iceTimer = setTimeout(() => this.sig.send({ type: 'ice-refresh' }), wait);
+  }
+
+  /** @param {import('./protocol.js').IceServer[]} servers */
+  useICEServers(servers) {
+    if (!servers.length) return;
+    this.iceServers = servers;
+    for (const r of this.remotes.values()) {
+      try {
+        r.pc.setConfiguration({ ...r.pc.getConfiguration(), iceServers: servers });
+      } catch (e) {
+        console.warn('new ICE servers not applied', e);
+      }
+    }
+    this.scheduleICERefresh();
   }
 
   /** The current security state, for the badge. @returns {Security} */
@@ -213,6 +243,7 @@ export class CallSession {
       this.removeRemote(m.id || '', m.reason || 'left');
     });
     sig.on('e2ee', (m) => { if (m.from) this.keys.onMessage(m.from, m.payload); });
+    sig.on('ice-servers', (m) => this.useICEServers(m.iceServers || []));
     sig.on('offer', (m) => this.onDescription(m, 'offer'));
     sig.on('answer', (m) => this.onDescription(m, 'answer'));
     sig.on('candidate', (m) => this.onCandidate(m));
@@ -225,6 +256,7 @@ export class CallSession {
     const welcome = await sig.join(this.room, this.name);
     this.myId = welcome.id;
     this.iceServers = welcome.iceServers || [];
+    this.scheduleICERefresh();
     await this.keys.start(this.myId);
     // The newcomer makes the offers: adding our tracks fires
     // negotiationneeded on each new connection.
@@ -406,6 +438,7 @@ export class CallSession {
   leave() {
     this.ended = true;
     clearInterval(this.statsTimer);
+    clearTimeout(this.iceTimer);
     this.keys.stop();
     this.sig.leave();
     for (const id of [...this.remotes.keys()]) this.removeRemote(id, 'hangup');
