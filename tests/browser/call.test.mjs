@@ -2,7 +2,7 @@
 // in real Chromium with fake devices (issue: the foundation).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startParley, launchBrowser, joinCall, waitForStats, mediaStats, sleep } from './harness.mjs';
+import { startParley, launchBrowser, joinCall, waitForStats, mediaStats, sleep, dumpOnFailure } from './harness.mjs';
 
 /** @type {Awaited<ReturnType<typeof startParley>>} */
 let parley;
@@ -67,17 +67,7 @@ async function assertAudioFlows(page, conns) {
   }
 }
 
-function onFailure(bs, fn) {
-  return async (t) => {
-    try {
-      await fn(t);
-    } catch (e) {
-      for (const [i, b] of bs().entries()) console.log(`--- browser ${i} console ---\n` + b.consoleLines.slice(-30).join('\n'));
-      console.log('--- parley log (tail) ---\n' + parley.logs.split('\n').slice(-40).join('\n'));
-      throw e;
-    }
-  };
-}
+const onFailure = (bs, fn) => dumpOnFailure(bs, () => ({ 'parley log': parley.logs }), fn);
 
 let cur = [];
 test('two people call each other; hang-up shows the other side they left', onFailure(() => cur, async () => {

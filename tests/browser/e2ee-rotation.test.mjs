@@ -13,7 +13,7 @@
 //      frames from before his join, and opens those after it.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startParley, launchBrowser, joinCall, waitForStats, mediaStats, sleep } from './harness.mjs';
+import { startParley, launchBrowser, joinCall, waitForStats, mediaStats, sleep, dumpOnFailure } from './harness.mjs';
 import { buildInspector, runInspector, openFrames, sframeHex, splitKid } from '../inspector/inspector.mjs';
 
 /** @type {Awaited<ReturnType<typeof startParley>>} */
@@ -104,18 +104,10 @@ async function until(fn, what, ms = 15000) {
 
 const fmtKid = (/** @type {string|number} */ k) => { const s = splitKid(k); return `${k} (index ${s.index}, gen ${s.gen}, step ${s.step})`; };
 
-function onFailure(fn) {
-  return async () => {
-    try {
-      await fn();
-    } catch (e) {
-      for (const [i, b] of open.entries()) console.log(`--- browser ${i} console ---\n` + b.consoleLines.slice(-30).join('\n'));
-      if (inspector) console.log('--- inspector log ---\n' + inspector.log.split('\n').slice(-40).join('\n'));
-      console.log('--- parley log (tail) ---\n' + parley.logs.split('\n').slice(-40).join('\n'));
-      throw e;
-    }
-  };
-}
+const onFailure = (fn) => dumpOnFailure(() => open, () => ({
+  ...(inspector ? { 'inspector log': inspector.log } : {}),
+  'parley log': parley.logs,
+}), fn);
 
 test('after a leave the old keys open nothing new; a newcomer cannot open frames from before the join', { timeout: 120000 }, onFailure(async () => {
   const t0 = Date.now();

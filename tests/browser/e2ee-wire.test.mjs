@@ -9,7 +9,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { deflateRawSync } from 'node:zlib';
 import { randomBytes } from 'node:crypto';
-import { startParley, launchBrowser, joinCall, waitForStats, mediaStats, sleep } from './harness.mjs';
+import { startParley, launchBrowser, joinCall, waitForStats, mediaStats, sleep, dumpOnFailure } from './harness.mjs';
 import { buildInspector, runInspector } from '../inspector/inspector.mjs';
 
 /** @type {Awaited<ReturnType<typeof startParley>>} */
@@ -72,18 +72,10 @@ function chiSquare(b) {
   return chi;
 }
 
-function onFailure(fn) {
-  return async () => {
-    try {
-      await fn();
-    } catch (e) {
-      for (const [i, b] of open.entries()) console.log(`--- browser ${i} console ---\n` + b.consoleLines.slice(-30).join('\n'));
-      if (inspector) console.log('--- inspector log ---\n' + inspector.log.split('\n').slice(-40).join('\n'));
-      console.log('--- parley log (tail) ---\n' + parley.logs.split('\n').slice(-40).join('\n'));
-      throw e;
-    }
-  };
-}
+const onFailure = (fn) => dumpOnFailure(() => open, () => ({
+  ...(inspector ? { 'inspector log': inspector.log } : {}),
+  'parley log': parley.logs,
+}), fn);
 
 test('on the wire every frame is SFrame, random beyond the clear prefix; a wrong-key browser cannot decode', { timeout: 120000 }, onFailure(async () => {
   const t0 = Date.now();

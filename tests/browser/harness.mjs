@@ -241,3 +241,24 @@ export async function joinCall(b, url) {
   await b.page.goto(url);
   await b.page.locator('#call').waitFor({ state: 'visible', timeout: 20000 });
 }
+
+/**
+ * Wraps a test body so that a failure prints what a person debugging it
+ * needs: the last console lines of every browser and the tail of each log.
+ * @template T
+ * @param {() => Array<{consoleLines: string[]}>} browsers
+ * @param {() => Record<string, string>} logs title → text, read at failure time
+ * @param {(t: T) => Promise<void>} fn
+ * @returns {(t: T) => Promise<void>}
+ */
+export function dumpOnFailure(browsers, logs, fn) {
+  return async (t) => {
+    try {
+      await fn(t);
+    } catch (e) {
+      for (const [i, b] of browsers().entries()) console.log(`--- browser ${i} console ---\n` + b.consoleLines.slice(-30).join('\n'));
+      for (const [title, text] of Object.entries(logs())) console.log(`--- ${title} (tail) ---\n` + text.split('\n').slice(-40).join('\n'));
+      throw e;
+    }
+  };
+}
