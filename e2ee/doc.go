@@ -66,6 +66,25 @@
 // returns a sentinel error (errors.Is) and is counted by reason in Stats; no
 // input makes Open panic.
 //
+// # Goroutines and buffers
+//
+// A Sender is safe for concurrent use: its counter is one atomic
+// compare-and-swap per frame, so concurrent Seals can never share a nonce,
+// whatever the caller does. A Receiver's Open is not: like a hash.Hash it
+// belongs to one goroutine at a time (one Receiver per incoming stream, or a
+// lock), because its replay windows are plain state. AddKey, RemoveKey,
+// HasKey and Stats are safe from any goroutine at any time, also while Open
+// runs. Misusing Open concurrently cannot weaken confidentiality or
+// authenticity, which each frame's tag guards on its own; it can only make
+// the replay check unreliable.
+//
+// Seal and Open keep the nonce (and, with metadata, the AAD) either in a
+// sync.Pool or, when dst has ScratchLen(len(metadata)) bytes of spare
+// capacity past what they write and that room overlaps no input, in that
+// room, which belongs to the call alone. The second way shares nothing
+// between calls and is what brings a 100-byte frame within 10 % of raw
+// AES-GCM (bench/sframe.sh).
+//
 // # Parley KIDs and the ratchet
 //
 // Parley builds KIDs as

@@ -34,6 +34,56 @@ func minLen(v uint64) int { return (bits.Len64(v) + 7) / 8 }
 // values in the minimal number of big-endian bytes, as RFC 9605 §4.3
 // requires.
 func AppendHeader(dst []byte, kid, ctr uint64) []byte {
+	n := len(dst)
+	dst = slices.Grow(dst, MaxHeaderLen)
+	putHeader(dst[n:n+MaxHeaderLen], kid, ctr)
+	return dst[:n+HeaderLen(kid, ctr)]
+}
+
+// kidHeader is the KID's part of a header, worked out once per Sender.
+type kidHeader struct {
+	cfg  byte   // the X and K bits of the config byte
+	kl   int    // KID bytes after the config byte (0 if the KID is in K)
+	word uint64 // the KID bytes, big-endian from the top of the word
+}
+
+func makeKIDHeader(kid uint64) kidHeader {
+	if kid < 8 {
+		return kidHeader{cfg: byte(kid) << 4}
+	}
+	kl := minLen(kid)
+	return kidHeader{cfg: hdrX | byte(kl-1)<<4, kl: kl, word: kid << (64 - 8*kl)}
+}
+
+// len is the header length for ctr.
+func (h *kidHeader) len(ctr uint64) int {
+	if ctr < 8 {
+		return 1 + h.kl
+	}
+	return 1 + h.kl + minLen(ctr)
+}
+
+// put writes the header for ctr at the start of b, as putHeader does (and
+// with the same room needed: up to 8 bytes past the header are written).
+func (h *kidHeader) put(b []byte, ctr uint64) {
+	cfg, cl := h.cfg, 0
+	if ctr < 8 {
+		cfg |= byte(ctr)
+	} else {
+		cl = minLen(ctr)
+		cfg |= hdrY | byte(cl-1)
+	}
+	_ = b[MaxHeaderLen-1]
+	b[0] = cfg
+	binary.BigEndian.PutUint64(b[1:], h.word)
+	binary.BigEndian.PutUint64(b[1+h.kl:], ctr<<(64-8*cl))
+}
+
+// putHeader writes the header for kid and ctr at the start of b, which
+// must have room for 1 + 8 + the KID's length bytes (MaxHeaderLen always
+// suffices): each value is written as 8 bytes, shifted so its significant
+// bytes come first, so up to 8 bytes past the header are overwritten.
+func putHeader(b []byte, kid, ctr uint64) {
 	var cfg byte
 	kl, cl := 0, 0
 	if kid < 8 {
@@ -48,14 +98,10 @@ func AppendHeader(dst []byte, kid, ctr uint64) []byte {
 		cl = minLen(ctr)
 		cfg |= hdrY | byte(cl-1)
 	}
-	n := len(dst)
-	dst = slices.Grow(dst, MaxHeaderLen)[:n+MaxHeaderLen]
-	dst[n] = cfg
-	// Write each value as 8 bytes, shifted so its significant bytes come
-	// first, then cut to length (a shift by 64 gives 0 in Go).
-	binary.BigEndian.PutUint64(dst[n+1:], kid<<(64-8*kl))
-	binary.BigEndian.PutUint64(dst[n+1+kl:], ctr<<(64-8*cl))
-	return dst[:n+1+kl+cl]
+	b[0] = cfg
+	// A shift by 64 gives 0 in Go.
+	binary.BigEndian.PutUint64(b[1:], kid<<(64-8*kl))
+	binary.BigEndian.PutUint64(b[1+kl:], ctr<<(64-8*cl))
 }
 
 // HeaderLen returns the length of the header AppendHeader writes for kid
@@ -87,6 +133,23 @@ func ParseHeader(b []byte) (kid, ctr uint64, n int, err error) {
 	if len(b) == 0 {
 		return 0, 0, 0, ErrShortFrame
 	}
+	cfg := b[0]
+	if cfg&(hdrX|hdrY) == hdrX|hdrY && len(b) >= MaxHeaderLen {
+		// Both values extended (every Parley frame after its first 8):
+		// read each as 8 bytes and shift off what follows it.
+		kl, cl := int(cfg>>4&7)+1, int(cfg&7)+1
+		kid = binary.BigEndian.Uint64(b[1:]) >> (64 - 8*kl)
+		ctr = binary.BigEndian.Uint64(b[1+kl:]) >> (64 - 8*cl)
+		if kid < 8 || ctr < 8 || minLen(kid) != kl || minLen(ctr) != cl {
+			return 0, 0, 0, ErrBadHeader
+		}
+		return kid, ctr, 1 + kl + cl, nil
+	}
+	return parseHeaderBytewise(b)
+}
+
+// parseHeaderBytewise is ParseHeader for any header, byte by byte.
+func parseHeaderBytewise(b []byte) (kid, ctr uint64, n int, err error) {
 	cfg := b[0]
 	n = 1
 	if cfg&hdrX == 0 {

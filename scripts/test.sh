@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs Parley's whole test suite on a fresh Debian machine with Go:
 # installs what the tests need (Debian chromium, coturn's test client when
-# later tests need it, npm packages), then go vet, the Go tests, the JS type
-# check, the JS unit tests and the browser tests.
+# later tests need it, gcc for the race detector, npm packages), then go
+# vet, the Go tests (some again under -race), the JS type check, the JS unit
+# tests and the browser tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +16,7 @@ command -v nft >/dev/null 2>&1 || need_apt+=(nftables)
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs npm)
 command -v turnutils_uclient >/dev/null || need_apt+=(coturn)
+command -v gcc >/dev/null 2>&1 || need_apt+=(gcc libc6-dev) # go test -race needs cgo
 if [ ${#need_apt[@]} -gt 0 ]; then
   step "installing Debian packages: ${need_apt[*]}"
   SUDO=; [ "$(id -u)" -eq 0 ] || SUDO=sudo
@@ -43,6 +45,12 @@ go vet ./...
 
 step "go test"
 go test -count=1 ./...
+
+# The packages whose concurrency contracts are subtle (e2ee: a Sender shared
+# by goroutines, Open beside AddKey/RemoveKey/Stats; signaling: rooms), once
+# more under the race detector.
+step "go test -race (e2ee, signaling)"
+go test -count=1 -race ./e2ee/ ./signaling/
 
 step "tsc --noEmit (checkJs)"
 npx tsc --noEmit -p tsconfig.json
