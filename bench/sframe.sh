@@ -3,7 +3,9 @@
 # same frame sizes (issue: end-to-end encryption; target: SFrame at least
 # 90 % of raw GCM's throughput). Runs the benchmarks in e2ee/bench_test.go:
 #   BenchmarkSealOpen/{100,1200,100+md16,1200+md16}
-#   BenchmarkRawGCM/{100,1200,100+md16,1200+md16}
+#   BenchmarkSealOpenPooled/... (the same with exact-size buffers: no
+#     scratch room, so Seal and Open use their sync.Pool path)
+#   BenchmarkRawGCM/...
 # and prints a table of medians.
 #
 # The test binary is built once and the two benchmarks are run in ROUNDS
@@ -59,7 +61,7 @@ run() { # $1: benchmark name
 start=$(date +%s)
 for ((i = 1; i <= rounds; i++)); do
   echo "round $i/$rounds" >&2
-  if ((i % 2)); then run SealOpen; run RawGCM; else run RawGCM; run SealOpen; fi
+  if ((i % 2)); then run SealOpen; run RawGCM; run SealOpenPooled; else run SealOpenPooled; run RawGCM; run SealOpen; fi
 done
 echo "benchmarks took $(($(date +%s) - start)) s" >&2
 
@@ -72,7 +74,7 @@ function median(key,   n, i, j, t, a) {
   lo[key] = a[1]; hi[key] = a[n]
   return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
 }
-/^Benchmark(SealOpen|RawGCM)\// {
+/^Benchmark(SealOpen|SealOpenPooled|RawGCM)\// {
   name = $1; sub(/^Benchmark/, "", name); sub(/-[0-9]+$/, "", name)
   split(name, p, "/"); b = p[1]; c = p[2]
   for (f = 2; f <= NF; f++) if ($f == "ns/op") ns = $(f - 1)
@@ -84,8 +86,8 @@ END {
   if (ncase == 0) { print "no benchmark results" > "/dev/stderr"; exit 1 }
   printf "\nGo SFrame (suite 0x0004, AES-128-GCM, 5-byte KID) seal+open vs raw crypto/cipher AES-GCM seal+open\n"
   printf "medians of %d runs each; spread = max/min - 1 over the runs; MB/s = frame bytes per second / 1e6\n\n", cnt["SealOpen" SUBSEP order[1]]
-  printf "| frame size | SFrame ns/op | SFrame MB/s | spread | raw GCM ns/op | raw GCM MB/s | spread | SFrame %% of raw | target >= %d %% |\n", target
-  printf "|---|---:|---:|---:|---:|---:|---:|---:|:---:|\n"
+  printf "| frame size | SFrame ns/op | SFrame MB/s | spread | raw GCM ns/op | raw GCM MB/s | spread | SFrame %% of raw | target >= %d %% | pooled path ns/op | pooled %% of raw |\n", target
+  printf "|---|---:|---:|---:|---:|---:|---:|---:|:---:|---:|---:|\n"
   for (i = 1; i <= ncase; i++) {
     c = order[i]; size = c; sub(/\+.*/, "", size)
     s = median("SealOpen" SUBSEP c); r = median("RawGCM" SUBSEP c)
@@ -93,7 +95,8 @@ END {
     rs = hi["RawGCM" SUBSEP c] / lo["RawGCM" SUBSEP c] - 1
     ratio = 100 * r / s
     label = c; sub(/\+md16/, " B + 16 B metadata", label); if (label !~ / B/) label = label " B"
-    printf "| %s | %.1f | %.0f | %.0f %% | %.1f | %.0f | %.0f %% | %.1f %% | %s |\n", label, s, size * 1000 / s, 100 * ss, r, size * 1000 / r, 100 * rs, ratio, (ratio >= target ? "yes" : "no")
+    p = cnt["SealOpenPooled" SUBSEP c] ? median("SealOpenPooled" SUBSEP c) : 0
+    printf "| %s | %.1f | %.0f | %.0f %% | %.1f | %.0f | %.0f %% | %.1f %% | %s | %s | %s |\n", label, s, size * 1000 / s, 100 * ss, r, size * 1000 / r, 100 * rs, ratio, (ratio >= target ? "yes" : "no"), (p ? sprintf("%.1f", p) : "-"), (p ? sprintf("%.1f %%", 100 * r / p) : "-")
   }
 }' "$out"
 
@@ -108,7 +111,7 @@ fi
 if [[ -n $bs && -x $bs ]]; then
   echo
   echo "benchstat (base column: SealOpen):"
-  "$bs" -col .name -filter '.name:(SealOpen OR RawGCM) .unit:sec/op' "$out" | grep -v '^\(goos\|goarch\|pkg\|cpu\):'
+  "$bs" -col .name -filter '.name:(SealOpen OR RawGCM OR SealOpenPooled) .unit:sec/op' "$out" | grep -v '^\(goos\|goarch\|pkg\|cpu\):'
 else
   echo "(benchstat not available: medians above only)" >&2
 fi
