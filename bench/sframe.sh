@@ -95,8 +95,8 @@ END {
     rs = hi["RawGCM" SUBSEP c] / lo["RawGCM" SUBSEP c] - 1
     ratio = 100 * r / s
     label = c; sub(/\+md16/, " B + 16 B metadata", label); if (label !~ / B/) label = label " B"
-    p = cnt["SealOpenPooled" SUBSEP c] ? median("SealOpenPooled" SUBSEP c) : 0
-    printf "| %s | %.1f | %.0f | %.0f %% | %.1f | %.0f | %.0f %% | %.1f %% | %s | %s | %s |\n", label, s, size * 1000 / s, 100 * ss, r, size * 1000 / r, 100 * rs, ratio, (ratio >= target ? "yes" : "no"), (p ? sprintf("%.1f", p) : "-"), (p ? sprintf("%.1f %%", 100 * r / p) : "-")
+    pooled = cnt["SealOpenPooled" SUBSEP c] ? median("SealOpenPooled" SUBSEP c) : 0
+    printf "| %s | %.1f | %.0f | %.0f %% | %.1f | %.0f | %.0f %% | %.1f %% | %s | %s | %s |\n", label, s, size * 1000 / s, 100 * ss, r, size * 1000 / r, 100 * rs, ratio, (ratio >= target ? "yes" : "no"), (pooled ? sprintf("%.1f", pooled) : "-"), (pooled ? sprintf("%.1f %%", 100 * r / pooled) : "-")
   }
 }' "$out"
 
