@@ -185,7 +185,13 @@ func (s *Sender) sealAt(dst []byte, ctr uint64, metadata, plaintext []byte) []by
 		}
 		return s.aead.Seal(dst, nonce, plaintext, aad)
 	}
+	return s.sealSlow(dst, ctr, metadata, plaintext, hlen, flen)
+}
 
+// sealSlow is sealAt with the nonce and AAD in a pooled scratch, for a dst
+// without room for them or one that overlaps an input.
+func (s *Sender) sealSlow(dst []byte, ctr uint64, metadata, plaintext []byte, hlen, flen int) []byte {
+	start := len(dst)
 	// AAD = header || metadata (RFC 9605 §4.4.3). Build it first: metadata
 	// may alias dst.
 	sc := getScratch(&s.salt, ctr)
