@@ -71,40 +71,32 @@ func BenchmarkOpen(b *testing.B) {
 	}
 }
 
+// BenchmarkSealOpen gives Seal and Open room for the frame plus their
+// scratch, as their docs advise.
 func BenchmarkSealOpen(b *testing.B) {
-	for _, bc := range benchCases {
-		b.Run(bc.name, func(b *testing.B) {
-			snd, rcv := newPair(b, AES_128_GCM_SHA256_128)
-			pt := make([]byte, bc.size)
-			// Room for the frame plus Seal's and Open's scratch, as the
-			// Seal and Open docs advise.
-			frame := make([]byte, 0, bc.size+MaxHeaderLen+16+ScratchLen(len(bc.md)))
-			out := make([]byte, 0, bc.size+MaxHeaderLen+16+ScratchLen(len(bc.md)))
-			b.SetBytes(int64(bc.size))
-			b.ReportAllocs()
-			for b.Loop() {
-				f, err := snd.Seal(frame[:0], bc.md, pt)
-				if err != nil {
-					b.Fatal(err)
-				}
-				if _, err := rcv.Open(out[:0], bc.md, f); err != nil {
-					b.Fatal(err)
-				}
-			}
-		})
-	}
+	benchSealOpen(b, func(size, mdLen int) (frameCap, outCap int) {
+		room := size + MaxHeaderLen + 16 + ScratchLen(mdLen)
+		return room, room
+	})
 }
 
 // BenchmarkSealOpenPooled is BenchmarkSealOpen with buffers of exactly
 // the frame's and the plaintext's size: no scratch room, so Seal and Open
 // take their nonce and AAD from the pool.
 func BenchmarkSealOpenPooled(b *testing.B) {
+	benchSealOpen(b, func(size, _ int) (frameCap, outCap int) {
+		return size + MaxHeaderLen + 16, size
+	})
+}
+
+func benchSealOpen(b *testing.B, caps func(size, mdLen int) (frameCap, outCap int)) {
 	for _, bc := range benchCases {
 		b.Run(bc.name, func(b *testing.B) {
 			snd, rcv := newPair(b, AES_128_GCM_SHA256_128)
 			pt := make([]byte, bc.size)
-			frame := make([]byte, 0, bc.size+MaxHeaderLen+16)
-			out := make([]byte, 0, bc.size)
+			frameCap, outCap := caps(bc.size, len(bc.md))
+			frame := make([]byte, 0, frameCap)
+			out := make([]byte, 0, outCap)
 			b.SetBytes(int64(bc.size))
 			b.ReportAllocs()
 			for b.Loop() {
