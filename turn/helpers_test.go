@@ -1,7 +1,6 @@
 package turn
 
 import (
-	"bytes"
 	"crypto/tls"
 	"io"
 	"log/slog"
@@ -17,24 +16,6 @@ import (
 )
 
 var testSecret = []byte("test-secret-0123456789abcdef")
-
-// syncBuffer is a goroutine-safe log sink.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // testLogger logs to the test output (shown on failure or with -v).
 func testLogger(t testing.TB) *slog.Logger {

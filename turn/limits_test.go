@@ -13,6 +13,8 @@ import (
 
 	"github.com/pion/stun/v4"
 	pionturn "github.com/pion/turn/v5"
+
+	"github.com/parleyhq/parley/internal/logbuf"
 )
 
 // wantTurnError fails unless err is a TURN error response with code.
@@ -245,7 +247,7 @@ func TestAuthRateLimit(t *testing.T) {
 	cfg := baseConfig()
 	cfg.AuthFailureLimit = 3
 	cfg.AuthFailureWindow = 30 * time.Second // one attempt back every 10 s
-	logs := &syncBuffer{}
+	logs := &logbuf.Buffer{}
 	s := startServerClock(t, cfg, slog.New(slog.NewTextHandler(logs, nil)), clock)
 
 	// A call that is up before the failures begin.

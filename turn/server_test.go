@@ -14,13 +14,15 @@ import (
 
 	"github.com/pion/stun/v4"
 	pionturn "github.com/pion/turn/v5"
+
+	"github.com/parleyhq/parley/internal/logbuf"
 )
 
 // TestAuth covers the TURN REST credential check end to end with pion's
 // client: what allocates, what is refused with 401, and the AuthFailures
 // counter. It also checks that no password or the secret reaches the log.
 func TestAuth(t *testing.T) {
-	logs := &syncBuffer{}
+	logs := &logbuf.Buffer{}
 	logger := slog.New(slog.NewTextHandler(io.MultiWriter(logs, testOutput(t)), &slog.HandlerOptions{Level: slog.LevelDebug}))
 	s := startServer(t, baseConfig(), logger)
 	now := time.Now()

@@ -76,6 +76,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/parleyhq/parley/internal/logbuf"
 	"github.com/parleyhq/parley/internal/testcert"
 )
 
@@ -323,9 +324,9 @@ func (l *lab) runCase(t *testing.T, c natCase) {
 	}
 	if t.Failed() {
 		for _, i := range sides {
-			t.Logf("c%d candidate pairs:\n%s\nc%d log:\n%s", i, strings.Join(results[i].Pairs, "\n"), i, tailBytes(peerLogs[i].Bytes(), 80))
+			t.Logf("c%d candidate pairs:\n%s\nc%d log:\n%s", i, strings.Join(results[i].Pairs, "\n"), i, logbuf.Tail(peerLogs[i].Bytes(), 80))
 		}
-		t.Logf("server log (tail):\n%s", l.serverLog.tail(60))
+		t.Logf("server log (tail):\n%s", l.serverLog.Tail(60))
 	}
 }
 
@@ -355,7 +356,7 @@ type lab struct {
 	names     []string // every namespace, in creation order
 	exe       string   // this test binary, run again as a helper
 	caFile    string
-	serverLog *syncBuffer
+	serverLog *logbuf.Buffer
 }
 
 func (l *lab) ns(role string) string { return l.prefix + role }
@@ -378,7 +379,7 @@ func newLab(t *testing.T, caFile string) *lab {
 		prefix:    fmt.Sprintf("%s%d-%s-", nsPrefix, os.Getpid(), hex.EncodeToString(b)),
 		exe:       exe,
 		caFile:    caFile,
-		serverLog: &syncBuffer{},
+		serverLog: &logbuf.Buffer{},
 	}
 	for _, role := range []string{"wan", "pub", "r1", "r2", "c1", "c2"} {
 		l.names = append(l.names, l.ns(role))
@@ -530,7 +531,7 @@ func (l *lab) startServer(t *testing.T, bin, certFile, keyFile string) {
 		"NAT_RETRY": "20s",
 	})
 	if err != nil || strings.TrimSpace(string(out)) != "ok" {
-		t.Fatalf("parley did not come up: %v %q\nserver log:\n%s", err, out, l.serverLog.tail(40))
+		t.Fatalf("parley did not come up: %v %q\nserver log:\n%s", err, out, l.serverLog.Tail(40))
 	}
 	t.Logf("parley up in ns pub: http %s:8080, https+turns %s:443, turn %s:3478, metrics %s:9090", serverIP, serverIP, serverIP, serverIP)
 }
@@ -599,7 +600,7 @@ func (l *lab) helperLog(ctx context.Context, ns, mode string, env map[string]str
 		logs.Write(stderr.Bytes())
 	}
 	if err != nil {
-		return stdout.Bytes(), fmt.Errorf("helper %s in %s: %w (ctx: %v)\nstdout:\n%s\nstderr:\n%s", mode, ns, err, ctx.Err(), tailBytes(stdout.Bytes(), 20), tailBytes(stderr.Bytes(), 60))
+		return stdout.Bytes(), fmt.Errorf("helper %s in %s: %w (ctx: %v)\nstdout:\n%s\nstderr:\n%s", mode, ns, err, ctx.Err(), logbuf.Tail(stdout.Bytes(), 20), logbuf.Tail(stderr.Bytes(), 60))
 	}
 	if testing.Verbose() && os.Getenv("NAT_SHOW_HELPER_LOG") != "" {
 		fmt.Fprintf(os.Stderr, "--- helper %s in %s stderr:\n%s\n", mode, ns, stderr.Bytes())
@@ -635,7 +636,7 @@ func decodeResult(out []byte, v any) error {
 			return json.Unmarshal(rest, v)
 		}
 	}
-	return fmt.Errorf("no %q line in the helper's output:\n%s", resultPrefix, tailBytes(out, 20))
+	return fmt.Errorf("no %q line in the helper's output:\n%s", resultPrefix, logbuf.Tail(out, 20))
 }
 
 func buildParley(t *testing.T, dir string) string {
@@ -655,30 +656,4 @@ func buildParley(t *testing.T, dir string) string {
 func writeCert(t *testing.T, dir string) (certFile, keyFile string) {
 	t.Helper()
 	return testcert.New(t, []string{certName}, []net.IP{net.ParseIP(serverIP)}).WriteFiles(t, dir)
-}
-
-// syncBuffer collects a process's output from several goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) tail(n int) string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return string(tailBytes(b.buf.Bytes(), n))
-}
-
-func tailBytes(b []byte, n int) []byte {
-	lines := bytes.Split(bytes.TrimRight(b, "\n"), []byte("\n"))
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return bytes.Join(lines, []byte("\n"))
 }

@@ -11,7 +11,6 @@ package turn
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -24,11 +23,11 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/parleyhq/parley/internal/logbuf"
 	"github.com/parleyhq/parley/internal/testcert"
 )
 
@@ -128,15 +127,15 @@ func TestUclient(t *testing.T) {
 			after := relay.metrics(t)
 			if ctx.Err() != nil {
 				t.Fatalf("turnutils_uclient %s did not finish within %v\n%s\nrelay log:\n%s",
-					strings.Join(args, " "), runTimeout, tail(out, 40), relay.logTail())
+					strings.Join(args, " "), runTimeout, logbuf.Tail(out, 40), relay.logTail())
 			}
 			if err != nil {
 				t.Fatalf("turnutils_uclient %s: %v\n%s\nrelay log:\n%s",
-					strings.Join(args, " "), err, tail(out, 40), relay.logTail())
+					strings.Join(args, " "), err, logbuf.Tail(out, 40), relay.logTail())
 			}
 			st, err := parseStats(out)
 			if err != nil {
-				t.Fatalf("%v\n%s", err, tail(out, 40))
+				t.Fatalf("%v\n%s", err, logbuf.Tail(out, 40))
 			}
 
 			allocs := after["parley_turn_allocations_total"] - before["parley_turn_allocations_total"]
@@ -289,7 +288,7 @@ func writeSelfSigned(t *testing.T, dir string) (certFile, keyFile string) {
 type relay struct {
 	port, tlsPort int
 	metricsURL    string
-	log           *syncBuffer
+	log           *logbuf.Buffer
 }
 
 // startRelay runs `parley turn` on free 127.0.0.1 ports: TURN over UDP and
@@ -301,7 +300,7 @@ func startRelay(t *testing.T, bin, cert, key, dir string) *relay {
 	t.Helper()
 	var lastErr error
 	for range 5 {
-		r := &relay{port: freePort(t, true, 0), tlsPort: freePort(t, false, 0), log: &syncBuffer{}}
+		r := &relay{port: freePort(t, true, 0), tlsPort: freePort(t, false, 0), log: &logbuf.Buffer{}}
 		metricsPort := freePort(t, false, 0)
 		r.metricsURL = fmt.Sprintf("http://127.0.0.1:%d/metrics", metricsPort)
 		cmd := exec.Command(bin, "turn",
@@ -416,14 +415,14 @@ func (r *relay) metrics(t *testing.T) map[string]float64 {
 	return m
 }
 
-func (r *relay) logTail() string { return string(tail([]byte(r.log.String()), 30)) }
+func (r *relay) logTail() string { return r.log.Tail(30) }
 
 // startPeer runs turnutils_peer, the echo peer, on 127.0.0.1. It listens on
 // a port and the next one (uclient's RTCP sessions use port+1).
 func startPeer(t *testing.T, bin string) int {
 	t.Helper()
 	port := freePort(t, false, 1)
-	var out syncBuffer
+	var out logbuf.Buffer
 	cmd := exec.Command(bin, "-L", "127.0.0.1", "-p", strconv.Itoa(port))
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
@@ -513,32 +512,4 @@ func cleanEnv() []string {
 		}
 	}
 	return env
-}
-
-// tail returns the last n lines of b.
-func tail(b []byte, n int) []byte {
-	lines := bytes.SplitAfter(bytes.TrimRight(b, "\n"), []byte("\n"))
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return bytes.Join(lines, nil)
-}
-
-// syncBuffer is a bytes.Buffer safe for a process's output goroutines and
-// the test reading it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
