@@ -1,57 +1,10 @@
-//go:build linux
-
 package turn
 
-import (
-	"fmt"
-	"syscall"
+import "syscall"
+
+// The options that set a socket buffer past net.core.[rw]mem_max (with
+// CAP_NET_ADMIN).
+const (
+	soRcvBufForce = syscall.SO_RCVBUFFORCE
+	soSndBufForce = syscall.SO_SNDBUFFORCE
 )
-
-func setSocketBuffers(conn any, size int) (rcv, snd int, err error) {
-	sc, ok := conn.(syscall.Conn)
-	if !ok {
-		return 0, 0, fmt.Errorf("%w: %T", ErrUnsupportedConn, conn)
-	}
-	raw, err := sc.SyscallConn()
-	if err != nil {
-		return 0, 0, fmt.Errorf("turn: socket buffers: %w", err)
-	}
-	var opErr error
-	err = raw.Control(func(fd uintptr) {
-		rcv, opErr = setBuffer(int(fd), syscall.SO_RCVBUF, syscall.SO_RCVBUFFORCE, size)
-		if opErr != nil {
-			return
-		}
-		snd, opErr = setBuffer(int(fd), syscall.SO_SNDBUF, syscall.SO_SNDBUFFORCE, size)
-	})
-	if err == nil {
-		err = opErr
-	}
-	if err != nil {
-		return rcv, snd, fmt.Errorf("turn: socket buffers: %w", err)
-	}
-	return rcv, snd, nil
-}
-
-func setBuffer(fd, opt, forceOpt, size int) (int, error) {
-	if size > 0 {
-		if err := syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, opt, size); err != nil {
-			return 0, err
-		}
-	}
-	got, err := syscall.GetsockoptInt(fd, syscall.SOL_SOCKET, opt)
-	if err != nil {
-		return 0, err
-	}
-	// Linux stores (and reports) twice the requested size.
-	if size > 0 && got/2 < size {
-		// Capped by net.core.[rw]mem_max. The FORCE variant ignores the
-		// cap when we have CAP_NET_ADMIN; EPERM otherwise, which is fine.
-		if syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, forceOpt, size) == nil {
-			if got, err = syscall.GetsockoptInt(fd, syscall.SOL_SOCKET, opt); err != nil {
-				return 0, err
-			}
-		}
-	}
-	return got, nil
-}
