@@ -63,8 +63,10 @@ func (h *kidHeader) len(ctr uint64) int {
 	return 1 + h.kl + minLen(ctr)
 }
 
-// put writes the header for ctr at the start of b, as putHeader does (and
-// with the same room needed: up to 8 bytes past the header are written).
+// put writes the header for ctr at the start of b, as putHeader describes
+// (b needs MaxHeaderLen bytes; up to 8 bytes past the header are written).
+// A shift by 64 gives 0 in Go, so a value carried in the config byte
+// writes zeros.
 func (h *kidHeader) put(b []byte, ctr uint64) {
 	cfg, cl := h.cfg, 0
 	if ctr < 8 {
@@ -84,37 +86,15 @@ func (h *kidHeader) put(b []byte, ctr uint64) {
 // suffices): each value is written as 8 bytes, shifted so its significant
 // bytes come first, so up to 8 bytes past the header are overwritten.
 func putHeader(b []byte, kid, ctr uint64) {
-	var cfg byte
-	kl, cl := 0, 0
-	if kid < 8 {
-		cfg = byte(kid) << 4
-	} else {
-		kl = minLen(kid)
-		cfg = hdrX | byte(kl-1)<<4
-	}
-	if ctr < 8 {
-		cfg |= byte(ctr)
-	} else {
-		cl = minLen(ctr)
-		cfg |= hdrY | byte(cl-1)
-	}
-	b[0] = cfg
-	// A shift by 64 gives 0 in Go.
-	binary.BigEndian.PutUint64(b[1:], kid<<(64-8*kl))
-	binary.BigEndian.PutUint64(b[1+kl:], ctr<<(64-8*cl))
+	h := makeKIDHeader(kid)
+	h.put(b, ctr)
 }
 
 // HeaderLen returns the length of the header AppendHeader writes for kid
 // and ctr.
 func HeaderLen(kid, ctr uint64) int {
-	n := 1
-	if kid >= 8 {
-		n += minLen(kid)
-	}
-	if ctr >= 8 {
-		n += minLen(ctr)
-	}
-	return n
+	h := makeKIDHeader(kid)
+	return h.len(ctr)
 }
 
 // ParseHeader decodes the SFrame header at the start of b and returns the

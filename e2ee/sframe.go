@@ -168,7 +168,7 @@ func (s *Sender) sealAt(dst []byte, ctr uint64, metadata, plaintext []byte) []by
 		scr += hlen + len(metadata)
 	}
 	// The scratch room is dst[start+flen : start+flen+scr].
-	if end := start + flen + scr; end <= cap(dst) && !overlaps(dst[start:end], plaintext) && !overlaps(dst[start:end], metadata) {
+	if end := start + flen + scr; end <= cap(dst) && !anyOverlap(dst[start:end], plaintext) && !anyOverlap(dst[start:end], metadata) {
 		tail := dst[start+flen : end]
 		// Fast path: the nonce, and with metadata the AAD, live in this
 		// call's own scratch room. Without metadata the AAD is the header
@@ -433,7 +433,7 @@ func (r *Receiver) Open(dst, metadata, frame []byte) ([]byte, error) {
 	}
 	var out []byte
 	// The scratch room is dst[start+plen : start+plen+scr].
-	if end := start + plen + scr; end <= cap(dst) && !overlaps(dst[start:end], frame) && !overlaps(dst[start:end], metadata) {
+	if end := start + plen + scr; end <= cap(dst) && !anyOverlap(dst[start:end], frame) && !anyOverlap(dst[start:end], metadata) {
 		tail := dst[start+plen : end]
 		// Fast path, as in Seal. Without metadata the AAD is the header
 		// as received, which the output does not overlap.
