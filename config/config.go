@@ -50,6 +50,8 @@ type Config struct {
 	MaxRooms       int            // rooms held at once, server-wide
 	RoomsPerIP     int            // rooms one IP address may create per hour
 	RoomTTL        time.Duration  // an unused room is forgotten after this long
+	RoomUnusedTTL  time.Duration  // a room nobody ever joined is forgotten after this long
+	AllowNoOrigin  bool           // admit WebSockets without an Origin header (non-browser clients)
 
 	// SecretGenerated is true when TURNSecret was made at start-up.
 	SecretGenerated bool
@@ -67,6 +69,7 @@ func Default() Config {
 		ACMECache:     "parley-acme",
 		RoomsPerIP:    60,
 		RoomTTL:       7 * 24 * time.Hour,
+		RoomUnusedTTL: time.Hour,
 	}
 }
 
@@ -75,6 +78,7 @@ type setting struct {
 	name  string
 	usage string
 	list  bool // repeatable flag; comma-separated in the environment; array in the file
+	bool  bool // a switch: -name alone means true
 	set   func(c *Config, v string) error
 	reset func(c *Config) // for lists: clear before a layer sets them again
 }
@@ -215,6 +219,8 @@ func settings() []setting {
 		{name: "max-rooms", usage: "rooms held at once, server-wide", set: intSetter(func(c *Config) *int { return &c.MaxRooms })},
 		{name: "rooms-per-ip", usage: "rooms one IP address may create per hour", set: intSetter(func(c *Config) *int { return &c.RoomsPerIP })},
 		{name: "room-ttl", usage: "an unused room link stops working after this long", set: durationSetter(func(c *Config) *time.Duration { return &c.RoomTTL })},
+		{name: "room-unused-ttl", usage: "a room link nobody has joined yet stops working after this long", set: durationSetter(func(c *Config) *time.Duration { return &c.RoomUnusedTTL })},
+		{name: "allow-missing-origin", bool: true, usage: "accept WebSocket connections and room creations without an Origin header, for non-browser clients (browsers always send one)", set: boolSetter(func(c *Config) *bool { return &c.AllowNoOrigin })},
 	}
 }
 
@@ -254,6 +260,21 @@ func durationSetter(field func(*Config) *time.Duration) func(*Config, string) er
 	}
 }
 
+// boolSetter takes true/false, 1/0, yes/no and on/off, in any case.
+func boolSetter(field func(*Config) *bool) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		switch strings.ToLower(strings.TrimSpace(v)) {
+		case "1", "t", "true", "yes", "on":
+			*field(c) = true
+		case "0", "f", "false", "no", "off", "":
+			*field(c) = false
+		default:
+			return fmt.Errorf("want true or false, got %q", v)
+		}
+		return nil
+	}
+}
+
 func intSetter(field func(*Config) *int) func(*Config, string) error {
 	return func(c *Config, v string) error {
 		n, err := strconv.Atoi(v)
@@ -286,7 +307,7 @@ func Load(args []string, lookupEnv func(string) (string, bool), out io.Writer) (
 	defaults := map[string]string{
 		"listen": d.Listen, "turn-listen": d.TURNListen, "turn-credential-ttl": d.TURNCredTTL.String(),
 		"log-level": strings.ToLower(d.LogLevel.String()), "max-rooms": strconv.Itoa(d.MaxRooms),
-		"rooms-per-ip": strconv.Itoa(d.RoomsPerIP), "room-ttl": d.RoomTTL.String(),
+		"rooms-per-ip": strconv.Itoa(d.RoomsPerIP), "room-ttl": d.RoomTTL.String(), "room-unused-ttl": d.RoomUnusedTTL.String(),
 		"acme-directory": d.ACMEDirectory, "acme-cache": d.ACMECache,
 	}
 	fs := flag.NewFlagSet("parley", flag.ContinueOnError)
@@ -301,6 +322,10 @@ func Load(args []string, lookupEnv func(string) (string, bool), out io.Writer) (
 			usage += " (default " + d + ")"
 		}
 		usage += fmt.Sprintf(" [%s]", EnvName(s.name))
+		if s.bool {
+			fs.BoolFunc(s.name, usage, func(v string) error { *vals = append(*vals, v); return nil })
+			continue
+		}
 		fs.Func(s.name, usage, func(v string) error { *vals = append(*vals, v); return nil })
 	}
 	fs.Usage = func() {
@@ -450,6 +475,8 @@ func (c *Config) Validate() error {
 		return fieldErr("rooms-per-ip", fmt.Errorf("must be at least 1"))
 	case c.RoomTTL < time.Minute:
 		return fieldErr("room-ttl", fmt.Errorf("must be at least 1m"))
+	case c.RoomUnusedTTL < time.Minute || c.RoomUnusedTTL > c.RoomTTL:
+		return fieldErr("room-unused-ttl", fmt.Errorf("must be between 1m and room-ttl (%s)", c.RoomTTL))
 	case len(c.TURNURLs) > 0 && c.TURNSecret == "":
 		return fieldErr("turn-url", fmt.Errorf("an external TURN server needs turn-secret, the secret it shares with Parley"))
 	case c.TURNListen != "" && c.TURNListen == c.Listen:

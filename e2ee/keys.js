@@ -13,6 +13,7 @@
 // other, wrapped. Messages travel as opaque "e2ee" signaling payloads.
 
 import { ratchet, makeKid, AES_128_GCM_SHA256_128 } from './sframe.js';
+import { verifyRoster, sameBytes, ROLE_HOST } from './roster.js';
 
 /** Version, suite and curve, bound into every MAC. */
 export const E2EE_VERSION = 1;
@@ -24,6 +25,8 @@ export const MIN_SECRET_BYTES = 16;
 export const SWITCH_DELAY_MS = 400;
 /** Senders start a fresh generation this often, even when nobody comes or goes. */
 export const REKEY_INTERVAL_MS = 10 * 60 * 1000;
+/** How many departed peer ids a page remembers (oldest forgotten first). */
+export const MAX_DEPARTED = 4096;
 
 const te = new TextEncoder();
 
@@ -114,6 +117,27 @@ export function linkSecretFromHash(hash) {
   }
 }
 
+/**
+ * The join token: T_join = HKDF(S, salt = 32 zero bytes, "parley/1 join-token", 32),
+ * sent (b64url) with every join so that whoever holds only the room id
+ * cannot join (docs/security.md §2.5). The salt is not lp(R) because the
+ * room id is not known yet when the creator registers the verifier.
+ * @param {Uint8Array} secret
+ */
+export async function joinToken(secret) {
+  return b64url(await hkdf(secret, new Uint8Array(32), 'parley/1 join-token', 32));
+}
+
+/**
+ * The join verifier registered when a room is made:
+ * V = SHA-256("parley/1 join-verifier" || T_join), b64url. The server keeps only V.
+ * @param {Uint8Array} secret
+ */
+export async function joinVerifier(secret) {
+  const t = unb64url(await joinToken(secret));
+  return b64url(new Uint8Array(await crypto.subtle.digest('SHA-256', buf(cat('parley/1 join-verifier', t)))));
+}
+
 /** Makes a new link secret (the landing page does, in the creator's browser). */
 export function newLinkSecret() {
   return b64url(crypto.getRandomValues(new Uint8Array(MIN_SECRET_BYTES)));
@@ -180,7 +204,8 @@ function equalBytes(a, b) {
  * @typedef {{
  *   pid: string, pub: Uint8Array, nonce: Uint8Array, state: 'hello'|'confirmed'|'failed',
  *   wrap?: CryptoKey, confirm?: CryptoKey, sentConfirm: boolean, index?: number,
- *   gen?: number, step?: number,
+ *   gen?: number, step?: number, suspended?: boolean,
+ *   data?: CryptoKey, dataDir?: number, sendN?: bigint, recvN?: bigint|null,
  * }} Member
  * @typedef {{
  *   send: (payload: object, to?: string) => void,
@@ -191,17 +216,46 @@ function equalBytes(a, b) {
  *   onWarning: (peer: string, text: string) => void,
  *   switchDelayMs?: number,
  *   rekeyIntervalMs?: number,
+ *   onRoster?: (r: import('./roster.js').VerifiedRoster) => void,
+ *   onUnlisted?: (pid: string) => void,
+ *   onRemoved?: () => void,
  * }} Hooks
+ * @typedef {{hostKey?: Uint8Array|null, isHost?: boolean}} Options
+ */
+
+/**
+ * The roster a page is at (consultations, docs/security.md §9).
+ * @typedef {{seq: number, signed: Uint8Array, locked: boolean, entries: Map<string, {pub: Uint8Array, role: number}>}} CurrentRoster
  */
 
 export class KeyAgreement {
   /**
    * @param {string} room @param {Uint8Array} secret @param {Hooks} hooks
+   * @param {Options} [opts] a consultation: the host's public signing key
+   *   H from the link, and whether this page is the host
    */
-  constructor(room, secret, hooks) {
+  constructor(room, secret, hooks, opts = {}) {
     this.room = room;
     this.secret = secret;
     this.hooks = hooks;
+    /** The host's public signing key: set in a consultation, where rosters rule. */
+    this.hostKey = opts.hostKey || null;
+    this.isHost = !!opts.isHost;
+    /** @type {CurrentRoster|null} */
+    this.roster = null;
+    /**
+     * Key-agreement messages of peers the roster does not list (yet), with
+     * a verified hello first: replayed in order if a roster lists them.
+     * At most 8 peers, 8 messages each. @type {Map<string, any[]>}
+     */
+    this.unlisted = new Map();
+    /**
+     * A guest gives keys to peers other than the host only while the host
+     * has recently confirmed the roster it is at (§9.4); the host and open
+     * rooms are always "fresh".
+     */
+    this.fresh = !this.hostKey || this.isHost;
+    this.removed = false;
     /** @type {Map<string, Member>} */
     this.members = new Map();
     this.myId = '';
@@ -234,6 +288,20 @@ export class KeyAgreement {
     this.restartWindow = 0;
     /** @type {ReturnType<typeof setInterval>|undefined} */
     this.rekeyTimer = undefined;
+    /**
+     * Peers the server said left, by id, with their public key when we
+     * knew it. Every message under a departed id, and a hello with a
+     * departed key, is refused: a rejoin is a new connection with a new id
+     * and a new key, so an old one coming back can only be a replay
+     * (docs/security.md §3.5). Only peers the server announced or whose
+     * hello verified are recorded, so forged peer-left messages for
+     * invented ids cannot fill it; it is never trimmed, and once full, new
+     * hellos are refused (fail closed).
+     * @type {Map<string, Uint8Array|null>}
+     */
+    this.departed = new Map();
+    /** Public keys of departed peers, b64url. @type {Set<string>} */
+    this.departedKeys = new Set();
   }
 
   /** Derives the link keys, makes the key pair and the first sender key, and says hello. @param {string} myId */
@@ -247,7 +315,9 @@ export class KeyAgreement {
   /** @param {string} myId */
   async begin(myId) {
     this.myId = myId;
-    const salt = lp(this.room);
+    // In a consultation the link keys are bound to the host's key as well,
+    // so a link stripped of it derives other keys (§9.1).
+    const salt = this.hostKey ? cat(lp(this.room), lp(this.hostKey)) : lp(this.room);
     this.kHello = await hmacKey(await hkdf(this.secret, salt, 'parley/1 hello-key', 32));
     this.kSalt = await hkdf(this.secret, salt, 'parley/1 pairwise-salt', 32);
     this.kCode = await hmacKey(await hkdf(this.secret, salt, 'parley/1 safety-key', 32));
@@ -257,10 +327,12 @@ export class KeyAgreement {
     await this.newGeneration(true);
     await this.updateCode();
     this.hooks.send(await this.hello(false));
-    // A fresh key now and then bounds what one leaked key exposes, and ends
-    // the access of anyone who left without the server saying so.
+    // A fresh key now and then bounds what one leaked key exposes. Peers
+    // that left without the server saying so are cut off sooner: the page
+    // suspends a peer whose connection stays down (suspend), which starts a
+    // generation without it; the rekey then goes only to recipients().
     this.rekeyTimer = setInterval(() => {
-      if (this.confirmed().length === 0) return;
+      if (this.recipients().length === 0) return;
       this.queue = this.queue.then(() => this.newGeneration()).catch((e) => console.warn('e2ee rekey', e));
     }, this.hooks.rekeyIntervalMs ?? REKEY_INTERVAL_MS);
   }
@@ -290,9 +362,17 @@ export class KeyAgreement {
   /** @param {string} from @param {any} p */
   async handle(from, p) {
     if (!p || typeof p !== 'object' || typeof p.t !== 'string') return;
+    if (this.departed.has(from)) {
+      if (p.t === 'hello') return this.reject(from, 'left the call, and a message under their old identity came back; it was refused');
+      return;
+    }
     if (p.t === 'hello') return this.onHello(from, p);
     const m = this.members.get(from);
-    if (!m) return;
+    if (!m) {
+      const held = this.unlisted.get(from);
+      if (held && held.length < 8) held.push(p);
+      return;
+    }
     if (p.t === 'confirm') return this.onConfirm(m, p);
     if (p.t === 'key') return this.onKey(m, p);
     if (m.state !== 'confirmed') return;
@@ -314,8 +394,23 @@ export class KeyAgreement {
         !(await verify(/** @type {CryptoKey} */ (this.kHello), mac, this.helloInput(from, pub, nonce)))) {
       return this.reject(from, 'sent a key that does not match this call link');
     }
+    if (this.departedKeys.has(b64url(pub))) return this.reject(from, 'uses the key of someone who left the call; it was refused');
+    if (this.hostKey) {
+      // A consultation: only the members the host's latest roster names,
+      // each with the key the host saw, get anywhere (§9.2).
+      const e = this.roster?.entries.get(from);
+      if (!e) {
+        if (this.unlisted.size < 8 && !this.unlisted.has(from)) this.unlisted.set(from, [p]);
+        this.hooks.onChange();
+        return;
+      }
+      if (!sameBytes(e.pub, pub)) return this.reject(from, 'is not the person the host let in (their key differs)');
+    }
     const old = this.members.get(from);
     if (old && cmpBytes(old.pub, pub) === 0 && cmpBytes(old.nonce, nonce) === 0) return; // a repeat
+    if (!old && this.departed.size >= MAX_DEPARTED) {
+      return this.reject(from, 'cannot be accepted: too many people have come and gone in this call. Start a new call');
+    }
     if (old) {
       // A second, different key for the same participant: refuse it and
       // keep the first (only a reload makes a new participant).
@@ -335,14 +430,19 @@ export class KeyAgreement {
     const salt = /** @type {Uint8Array} */ (this.kSalt);
     const wrapRaw = await hkdf(shared, salt, cat('parley/1 pairwise-wrap', pair), 16);
     const confirmRaw = await hkdf(shared, salt, cat('parley/1 pairwise-confirm', pair), 32);
+    const dataRaw = await hkdf(shared, salt, cat('parley/1 pairwise-data', pair), 32);
     shared.fill(0);
     /** @type {Member} */
     const m = {
       pid: from, pub, nonce, state: 'hello', sentConfirm: false,
       wrap: await crypto.subtle.importKey('raw', buf(wrapRaw), 'AES-GCM', false, ['encrypt', 'decrypt']),
       confirm: await hmacKey(confirmRaw),
+      // Chat and files (e2ee/channel.js): one counter per direction for the
+      // life of this key, never reset (§9.5).
+      data: await crypto.subtle.importKey('raw', buf(dataRaw), 'AES-GCM', false, ['encrypt', 'decrypt']),
+      dataDir: cmpBytes(mine, theirsT) < 0 ? 1 : 2, sendN: 0n, recvN: null,
     };
-    wrapRaw.fill(0); confirmRaw.fill(0);
+    wrapRaw.fill(0); confirmRaw.fill(0); dataRaw.fill(0);
     this.members.set(from, m);
     if (!p.reply) this.hooks.send(await this.hello(true), from);
     m.sentConfirm = true;
@@ -377,6 +477,7 @@ export class KeyAgreement {
 
   /** @param {Member} m */
   async sendKeyTo(m) {
+    if (!this.isRecipient(m)) return;
     const iv = crypto.getRandomValues(new Uint8Array(12));
     const ct = new Uint8Array(await crypto.subtle.encrypt({ name: 'AES-GCM', iv: buf(iv), additionalData: buf(this.keyAAD(this.myId, m.pid, this.index, this.gen, this.step)), tagLength: 128 },
       /** @type {CryptoKey} */ (m.wrap), buf(this.base)));
@@ -418,7 +519,7 @@ export class KeyAgreement {
     this.base = crypto.getRandomValues(new Uint8Array(32));
     const kid = makeKid(this.index, this.gen, 0);
     const key = this.base.slice();
-    for (const m of this.members.values()) if (m.state === 'confirmed') await this.sendKeyTo(m);
+    for (const m of this.members.values()) if (this.isRecipient(m)) await this.sendKeyTo(m);
     if (now) {
       this.hooks.installSendKey(kid, key);
       return;
@@ -438,10 +539,19 @@ export class KeyAgreement {
     this.hooks.installSendKey(makeKid(this.index, this.gen, this.step), this.base.slice());
   }
 
-  /** A participant left: forget them and switch to a key they never had. @param {string} pid */
-  peerLeft(pid) {
+  /**
+   * A participant left: forget them, refuse their id and key from now on,
+   * and switch to a key they never had.
+   * @param {string} pid @param {boolean} [announced] the server had announced this peer
+   */
+  peerLeft(pid, announced = false) {
+    this.unlisted.delete(pid);
     this.queue = this.queue.then(async () => {
       const m = this.members.get(pid);
+      if (m || announced) {
+        this.departed.set(pid, m ? m.pub : null);
+        if (m) this.departedKeys.add(b64url(m.pub));
+      }
       this.members.delete(pid);
       this.hooks.dropPeer(pid);
       if (m && m.state === 'confirmed') await this.newGeneration();
@@ -456,6 +566,7 @@ export class KeyAgreement {
    * the code is computed at once (there is nobody to compare with).
    */
   async updateCode() {
+    if (!this.myId) return;
     const pids = [this.myId, ...this.confirmed()];
     const epoch = await epochOf(this.room, pids);
     const tag = b64url(epoch);
@@ -584,5 +695,182 @@ export class KeyAgreement {
   /** Confirmed participants' ids. */
   confirmed() {
     return [...this.members.values()].filter((m) => m.state === 'confirmed').map((m) => m.pid);
+  }
+
+  /** Whether a peer's hello verified and it is not confirmed yet. @param {string} pid */
+  isPending(pid) {
+    return this.members.get(pid)?.state === 'hello';
+  }
+
+  /** @param {string} pid */
+  isConfirmed(pid) {
+    return this.members.get(pid)?.state === 'confirmed';
+  }
+
+  /**
+   * Whether our sender keys (and chat and files) go to this member:
+   * confirmed, not suspended, and in a consultation listed by the roster
+   * with the key we confirmed — and, for a guest sending to anyone but the
+   * host, only while the host has recently confirmed our roster (§9.4).
+   * @param {Member} m
+   */
+  isRecipient(m) {
+    if (m.state !== 'confirmed' || m.suspended) return false;
+    if (!this.hostKey) return true;
+    const e = this.roster?.entries.get(m.pid);
+    if (!e || !sameBytes(e.pub, m.pub)) return false;
+    return this.isHost || this.fresh || e.role === ROLE_HOST;
+  }
+
+  /** The host's peer id in a consultation, from the roster ('' if none). */
+  hostPid() {
+    for (const [pid, e] of this.roster?.entries || []) if (e.role === ROLE_HOST) return pid;
+    return '';
+  }
+
+  /**
+   * A roster arrived (from the server, or from the host over a data
+   * channel). Verified under the host key of our own link; accepted only if
+   * it names us (our pid and key) and is newer than the one we are at. A
+   * newer valid roster that omits us means the host removed us. Members it
+   * no longer lists (or lists with another key) are dropped like departures,
+   * and a new generation is installed at once (§9.2, §9.3).
+   * @param {any} payload
+   */
+  onRoster(payload) {
+    const run = this.queue.then(() => this.acceptRoster(payload));
+    this.queue = run.then(() => {}, () => {});
+    return run;
+  }
+
+  /** @param {any} payload @returns {Promise<'accepted'|'repeat'|'old'|'not-me'|'removed'|'bad'|'ignored'>} */
+  async acceptRoster(payload) {
+    if (!this.hostKey || this.removed || !this.myId) return 'ignored';
+    let v;
+    try {
+      v = await verifyRoster(this.room, this.hostKey, payload);
+    } catch {
+      this.reject(':roster', 'a list of participants that is not signed by the host arrived; it was ignored');
+      return 'bad';
+    }
+    const cur = this.roster;
+    if (cur && v.roster.seq < cur.seq) return 'old';
+    if (cur && v.roster.seq === cur.seq) {
+      if (sameBytes(cur.signed, v.signed)) return 'repeat';
+      this.reject(':roster', 'the host seems to have sent two different lists of participants; the first was kept');
+      return 'bad';
+    }
+    const me = v.roster.members.find((e) => e.pid === this.myId);
+    const namesMe = !!me && sameBytes(me.pub, this.pub);
+    if (!namesMe) {
+      if (!cur) return 'not-me'; // not admitted yet, or an older list
+      this.removed = true;
+      this.stop();
+      this.hooks.onRemoved?.();
+      return 'removed';
+    }
+    /** @type {CurrentRoster} */
+    const next = { seq: v.roster.seq, signed: v.signed, locked: v.roster.locked, entries: new Map(v.roster.members.map((e) => [e.pid, { pub: e.pub, role: e.role }])) };
+    this.roster = next;
+    let dropped = false;
+    for (const m of [...this.members.values()]) {
+      const e = next.entries.get(m.pid);
+      if (e && sameBytes(e.pub, m.pub)) continue;
+      // Removed by the host: gone for good, like a departure.
+      dropped ||= m.state === 'confirmed';
+      this.members.delete(m.pid);
+      this.departed.set(m.pid, m.pub);
+      this.departedKeys.add(b64url(m.pub));
+      this.hooks.dropPeer(m.pid);
+      this.hooks.onUnlisted?.(m.pid);
+    }
+    if (dropped) await this.newGeneration(true);
+    this.hooks.onRoster?.(v);
+    // Hellos that waited for the host's word.
+    for (const [pid, held] of [...this.unlisted]) {
+      if (!next.entries.has(pid)) continue;
+      this.unlisted.delete(pid);
+      for (const p of held) await this.handle(pid, p);
+    }
+    await this.updateCode();
+    this.hooks.onChange();
+    return 'accepted';
+  }
+
+  /**
+   * The host saw a knock: checks the waiting guest's hello against the link
+   * (K_hello) and returns its public key, without creating a member or
+   * answering (§9.3). Null if it does not verify, or the key or id left.
+   * @param {string} pid @param {any} p
+   */
+  async checkKnock(pid, p) {
+    await this.queue;
+    try {
+      const pub = unb64url(p?.pub), nonce = unb64url(p?.nonce), mac = unb64url(p?.mac);
+      if (p?.t !== 'hello' || p.pid !== pid || pub.length !== 32 || nonce.length !== 32) return null;
+      if (this.departed.has(pid) || this.departedKeys.has(b64url(pub))) return null;
+      if (!(await verify(/** @type {CryptoKey} */ (this.kHello), mac, this.helloInput(pid, pub, nonce)))) return null;
+      return pub;
+    } catch {
+      return null;
+    }
+  }
+
+  /** Sends our hello again, to everyone (an admitted guest does, §9.3). */
+  async rehello() {
+    await this.queue;
+    this.hooks.send(await this.hello(false));
+  }
+
+  /**
+   * A guest's freshness (§9.4): true while the host's last pong matched our
+   * roster within the time limit. Losing it starts a generation wrapped for
+   * the host only; regaining it hands the current key to everyone listed.
+   * @param {boolean} fresh
+   */
+  setFresh(fresh) {
+    if (this.isHost || !this.hostKey || fresh === this.fresh) return this.queue;
+    this.fresh = fresh;
+    this.queue = this.queue.then(async () => {
+      if (!fresh) await this.newGeneration(true);
+      else for (const m of this.members.values()) await this.sendKeyTo(m);
+      this.hooks.onChange();
+    }).catch((e) => console.warn('e2ee freshness', e));
+    return this.queue;
+  }
+
+  /** The ids our sender keys go to. */
+  recipients() {
+    return [...this.members.values()].filter((m) => this.isRecipient(m)).map((m) => m.pid);
+  }
+
+  /**
+   * A confirmed peer's connection has been down for a while with no
+   * peer-left from the server (it may have left silently, or the server may
+   * hide its departure): stop giving it keys and start a generation it
+   * never gets (docs/security.md §3.5). Its own keys stay, as it may come back.
+   * @param {string} pid
+   */
+  suspend(pid) {
+    this.queue = this.queue.then(async () => {
+      const m = this.members.get(pid);
+      if (!m || m.state !== 'confirmed' || m.suspended) return;
+      m.suspended = true;
+      await this.newGeneration();
+      this.hooks.onChange();
+    }).catch((e) => console.warn('e2ee suspend', e));
+    return this.queue;
+  }
+
+  /** The suspended peer's connection works again: it gets our current key. @param {string} pid */
+  unsuspend(pid) {
+    this.queue = this.queue.then(async () => {
+      const m = this.members.get(pid);
+      if (!m || !m.suspended) return;
+      m.suspended = false;
+      if (m.state === 'confirmed') await this.sendKeyTo(m);
+      this.hooks.onChange();
+    }).catch((e) => console.warn('e2ee unsuspend', e));
+    return this.queue;
   }
 }

@@ -4,7 +4,7 @@
 // that went away and came back.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { KeyAgreement, newLinkSecret, linkSecretFromHash, unb64url } from './keys.js';
+import { KeyAgreement, newLinkSecret, linkSecretFromHash, unb64url, joinToken, joinVerifier } from './keys.js';
 
 const room = 'AAAAAAAAAAAAAAAAAAAAAA';
 
@@ -29,7 +29,7 @@ function network() {
     members, blocked, rekeyMs: 0,
     all: [],
     stopAll() { for (const m of net.all) m.stop(); },
-    add(id, secret) {
+    add(id, secret, opts = {}, extraHooks = {}) {
       const installed = [];
       const ka = new KeyAgreement(room, secret, {
         send: (payload, to) => {
@@ -43,7 +43,8 @@ function network() {
         onWarning: (peer, text) => { ka.warnings.push(`${peer}: ${text}`); },
         switchDelayMs: 1,
         rekeyIntervalMs: net.rekeyMs || 3600000,
-      });
+        ...extraHooks,
+      }, opts);
       ka.warnings = [];
       net.all.push(ka);
       ka.installed = installed;
@@ -62,6 +63,14 @@ function network() {
   nets.push(net);
   return net;
 }
+
+// The same vector is in signaling/token_test.go (Go's crypto/hkdf).
+test('join token and verifier of a fixed secret (shared vector with Go)', async () => {
+  const s = new Uint8Array(16).map((_, i) => i);
+  assert.equal(await joinToken(s), 'bK6gHxLUHo9_8-d_hmM5NKr3HNj0cJgoPsbEFWm34Jc');
+  assert.equal(await joinVerifier(s), 'PKKO9z3C2pE9TnoxGmXDVW6kUd5_HmqAUzu10y6oFNw');
+  assert.notEqual(await joinToken(s.map((x) => x ^ 1)), await joinToken(s));
+});
 
 test('link secrets: made with 128 bits, read back from the fragment, short ones refused', () => {
   const s = newLinkSecret();
@@ -151,4 +160,262 @@ test('senders start a fresh generation periodically, and the others get it', asy
   net.stopAll();
   assert.ok(a.gen > gen, `A rekeyed (generation ${gen} -> ${a.gen})`);
   assert.equal(b.members.get('pA').gen, a.gen, 'B holds A\'s newest generation');
+});
+
+/** Records every payload a member sends, to replay later. */
+function recordSends(net, id) {
+  const ka = net.members.get(id);
+  const sent = [];
+  const orig = ka.hooks.send;
+  ka.hooks.send = (payload, to) => { sent.push({ payload: JSON.parse(JSON.stringify(payload)), to }); orig(payload, to); };
+  return sent;
+}
+
+test('a departed member cannot come back under its old id or key (a replayed hello is refused)', async () => {
+  const secret = unb64url(newLinkSecret());
+  const net = network();
+  const a = net.add('pA', secret); await a.start('pA'); await net.settle();
+  const b = net.add('pB', secret); await b.start('pB'); await net.settle();
+  const c = net.add('pC', secret);
+  const cSent = recordSends(net, 'pC');
+  await c.start('pC'); await net.settle();
+  assert.deepEqual(a.confirmed().sort(), ['pB', 'pC']);
+  const genBefore = a.gen;
+  // C leaves; the server announces it. (A colluding server keeps C's page alive.)
+  net.members.delete('pC');
+  await a.peerLeft('pC', true); await b.peerLeft('pC', true); await net.settle();
+  assert.ok(a.gen > genBefore, 'A started a generation C never had');
+  // The server replays C's hello under its old id, and C's later messages.
+  net.members.set('pC', c);
+  const hello = cSent.find((s) => s.payload.t === 'hello' && !s.to).payload;
+  for (const [id, ka] of [['pA', a], ['pB', b]]) {
+    await ka.onMessage('pC', hello);
+    for (const s of cSent.filter((x) => x.to === id)) await ka.onMessage('pC', s.payload);
+  }
+  await net.settle();
+  for (const ka of [a, b]) {
+    assert.ok(!ka.members.has('pC'), 'no member is created for the departed id');
+    assert.ok(!ka.confirmed().includes('pC'));
+    assert.ok(ka.warnings.some((w) => w.startsWith('pC: left the call')), ka.warnings.join('; '));
+  }
+  // C's page never receives the new generation: the last key it holds from A is older.
+  assert.ok((c.members.get('pA')?.gen ?? 0) < a.gen, `C holds A's generation ${c.members.get('pA')?.gen}, A is at ${a.gen}`);
+});
+
+test('forged peer-left for ids nobody announced is not recorded; the departed set fails closed when full', async () => {
+  const secret = unb64url(newLinkSecret());
+  const net = network();
+  const a = net.add('pA', secret); await a.start('pA'); await net.settle();
+  for (let i = 0; i < 100; i++) await a.peerLeft('invented' + i);
+  assert.equal(a.departed.size, 0, 'unknown ids are not recorded (they cannot push real ones out)');
+  await a.peerLeft('pX', true);
+  assert.ok(a.departed.has('pX'), 'an announced peer is recorded');
+  // Filled to the cap, the page refuses new hellos rather than forget anyone.
+  for (let i = 0; a.departed.size < 4096; i++) a.departed.set('filler' + i, null);
+  const b = net.add('pB', secret); await b.start('pB'); await net.settle();
+  assert.ok(!a.members.has('pB'), 'a new hello is refused once the set is full');
+  assert.ok(a.warnings.some((w) => w.includes('too many people have come and gone')), a.warnings.join('; '));
+});
+
+test('a suspended peer gets no new generation; after it comes back it gets the current key', async () => {
+  const secret = unb64url(newLinkSecret());
+  const net = network();
+  const a = net.add('pA', secret); await a.start('pA'); await net.settle();
+  const b = net.add('pB', secret); await b.start('pB'); await net.settle();
+  const c = net.add('pC', secret); await c.start('pC'); await net.settle();
+  const code = a.code;
+  await a.suspend('pB'); await net.settle();
+  assert.deepEqual(a.recipients().sort(), ['pC']);
+  assert.equal(c.members.get('pA').gen, a.gen, 'C has A\'s new generation');
+  assert.ok(b.members.get('pA').gen < a.gen, 'B does not');
+  assert.equal(a.code, code, 'a suspension does not change the safety code (same membership)');
+  await a.unsuspend('pB'); await net.settle();
+  assert.equal(b.members.get('pA').gen, a.gen, 'B gets the current generation back');
+  assert.deepEqual(a.recipients().sort(), ['pB', 'pC']);
+});
+
+// ---- consultations: host-signed rosters (docs/security.md §9) ----
+
+import { signRoster, verifyRoster, encodeRoster, newHostKey, consultationFromHash, consultationHash, ROLE_HOST, ROLE_GUEST } from './roster.js';
+import { sealData, openData } from './channel.js';
+
+const pidA = 'AAAAAAAAAAAA', pidB = 'BBBBBBBBBBBB', pidC = 'CCCCCCCCCCCC', pidH = 'HHHHHHHHHHHH';
+
+test('rosters: signed bytes round-trip; any change, another host key or another room fails', async () => {
+  const { sk, pub: H } = await newHostKey();
+  const r = { seq: 3, locked: false, members: [
+    { pid: pidH, pub: new Uint8Array(32).fill(1), role: ROLE_HOST },
+    { pid: pidA, pub: new Uint8Array(32).fill(2), role: ROLE_GUEST },
+  ] };
+  const { json, signed } = await signRoster(room, H, sk, r);
+  const v = await verifyRoster(room, H, JSON.parse(JSON.stringify(json)));
+  assert.deepEqual(v.signed, signed);
+  assert.equal(v.roster.seq, 3);
+  const bad = async (mut, what) => {
+    const j = JSON.parse(JSON.stringify(json));
+    mut(j);
+    await assert.rejects(verifyRoster(room, H, j), what);
+  };
+  await bad((j) => { j.seq = 4; }, 'seq');
+  await bad((j) => { j.locked = true; }, 'locked');
+  await bad((j) => { j.members[1].role = ROLE_HOST; }, 'two hosts');
+  await bad((j) => { j.members[1].pid = pidB; }, 'another pid');
+  await bad((j) => { j.members.pop(); }, 'a member dropped');
+  await bad((j) => { j.members[1].pub = j.members[0].pub; }, 'a duplicate key');
+  await bad((j) => { j.sig = j.sig.slice(0, 10); }, 'a short signature');
+  await assert.rejects(verifyRoster('BBBBBBBBBBBBBBBBBBBBBB', H, json), 'another room');
+  await assert.rejects(verifyRoster(room, (await newHostKey()).pub, json), 'another host key');
+  assert.throws(() => encodeRoster(room, H, { seq: 1, locked: false, members: [r.members[1]] }), /one host/);
+  assert.throws(() => encodeRoster(room, H, { seq: 0, locked: false, members: r.members }), /seq/);
+  // Member order does not matter: the signed form sorts.
+  const rev = await verifyRoster(room, H, { ...json, members: [...json.members].reverse() });
+  assert.deepEqual(rev.signed, signed);
+});
+
+test('consultation links carry the secret and the host key in one parameter', async () => {
+  const s = new Uint8Array(16).fill(7), { pub: H } = await newHostKey();
+  const frag = '#' + consultationHash(s, H);
+  assert.equal(frag.length, 1 + 2 + 64);
+  const got = consultationFromHash(frag);
+  assert.deepEqual(got?.secret, s);
+  assert.deepEqual(got?.hostKey, H);
+  assert.equal(consultationFromHash(frag.slice(0, -1)), null, 'a link cut short is refused');
+  assert.equal(consultationFromHash('#k=' + frag.slice(3)), null, 'k= is not a consultation');
+  assert.equal(linkSecretFromHash(frag), null, 'and c= is not an open-room link');
+});
+
+/** A consultation: the host and guests in one in-memory "server". */
+async function consultation(n) {
+  const secret = unb64url(newLinkSecret());
+  const { sk, pub: H } = await newHostKey();
+  const net = network();
+  const events = { removed: new Set(), unlisted: [] };
+  const host = net.add(pidH, secret, { hostKey: H, isHost: true });
+  await host.start(pidH);
+  const guests = [];
+  for (const pid of [pidA, pidB, pidC].slice(0, n)) {
+    const g = net.add(pid, secret, { hostKey: H }, {
+      onRemoved: () => events.removed.add(pid),
+      onUnlisted: (x) => events.unlisted.push(`${pid}:${x}`),
+    });
+    await g.start(pid);
+    guests.push(g);
+  }
+  await net.settle();
+  let seq = 0;
+  /** The host signs a roster of itself and these guests and everyone gets it. */
+  const publish = async (admitted, locked = false) => {
+    const members = [{ pid: pidH, pub: host.pub, role: ROLE_HOST }, ...admitted.map((g) => ({ pid: g.myId, pub: g.pub, role: ROLE_GUEST }))];
+    const { json } = await signRoster(room, H, sk, { seq: ++seq, locked, members });
+    for (const ka of [host, ...guests]) await ka.onRoster(JSON.parse(JSON.stringify(json)));
+    await net.settle();
+    // Admitted guests say hello again, as the page does on welcome.
+    for (const g of admitted) await g.rehello();
+    await net.settle();
+    return json;
+  };
+  return { net, host, guests, publish, events, H, sk, secret, nextSeq: () => ++seq };
+}
+
+test('a consultation: nobody gets keys before the host lists them; a removed guest gets nothing new', async () => {
+  const { net, host, guests: [a, b], publish, events } = await consultation(2);
+  for (const ka of [host, a, b]) assert.deepEqual(ka.confirmed(), [], 'no roster, no key agreement');
+  await publish([a]);
+  assert.deepEqual(host.confirmed(), [pidA]);
+  assert.deepEqual(a.confirmed(), [pidH]);
+  assert.deepEqual(b.confirmed(), [], 'B is not admitted');
+  assert.equal(b.roster, null, 'B takes no roster that does not name it');
+  assert.ok(!host.members.has(pidB) && !a.members.has(pidB), 'nobody makes a member of B');
+  assert.equal(a.code, host.code);
+
+  await publish([a, b]);
+  for (const ka of [host, a, b]) assert.equal(ka.confirmed().length, 2, `${ka.myId} confirms the two others`);
+  assert.equal(a.code, b.code);
+  const genBefore = { h: host.gen, b: b.gen };
+
+  // The host removes A; a patched server keeps A in the room.
+  await publish([b]);
+  assert.ok(events.removed.has(pidA), 'A is told it was removed');
+  assert.ok(!host.confirmed().includes(pidA) && !b.confirmed().includes(pidA));
+  assert.ok(host.gen > genBefore.h && b.gen > genBefore.b, 'host and B start new generations');
+  assert.ok((a.members.get(pidH)?.gen ?? 0) < host.gen, 'A does not hold the host\'s new generation');
+  assert.ok((a.members.get(pidB)?.gen ?? 0) < b.gen, 'A does not hold B\'s new generation');
+  assert.ok(events.unlisted.includes(`${pidB}:${pidA}`), 'B closes its connection to A');
+  // A's hello replayed: refused (A left the list for good).
+  const before = b.warnings.length;
+  await b.onMessage(pidA, await a.hello(false)); await net.settle();
+  assert.ok(!b.members.has(pidA));
+  assert.ok(b.warnings.length > before, b.warnings.join('; '));
+});
+
+test('a consultation: an old roster is refused, equivocation is warned about, a link without the host key gets nowhere', async () => {
+  const { net, host, guests: [a, b], publish, H, sk } = await consultation(2);
+  const first = await publish([a]);
+  await publish([a, b]);
+  assert.equal(await a.onRoster(first), 'old', 'an older roster is refused');
+  assert.equal(a.roster?.seq, 2);
+  // Same seq, different content: warning, first kept.
+  const other = (await signRoster(room, H, sk, { seq: 2, locked: true, members: [{ pid: pidH, pub: host.pub, role: ROLE_HOST }, { pid: pidA, pub: a.pub, role: ROLE_GUEST }, { pid: pidB, pub: b.pub, role: ROLE_GUEST }] })).json;
+  assert.equal(await a.onRoster(other), 'bad');
+  assert.ok(a.warnings.some((w) => w.includes('two different lists')), a.warnings.join('; '));
+  // A forged roster (signed by another key): refused.
+  const forged = (await signRoster(room, H, (await newHostKey()).sk, { seq: 9, locked: false, members: [{ pid: pidH, pub: host.pub, role: ROLE_HOST }, { pid: pidA, pub: a.pub, role: ROLE_GUEST }] })).json;
+  assert.equal(await a.onRoster(forged), 'bad');
+  // A page whose link lost the host key derives other link keys: its hello does not verify.
+  const stripped = net.add(pidC, a.secret);
+  await stripped.start(pidC); await net.settle();
+  assert.ok(!host.members.has(pidC) && !a.members.has(pidC));
+  assert.ok(stripped.warnings.length > 0 || host.warnings.some((w) => w.startsWith(pidC)), 'the stripped link is noticed');
+});
+
+test('a consultation: a knock is checked against the link without answering it', async () => {
+  const { host, guests: [a], net } = await consultation(1);
+  const sent = [];
+  a.hooks.send = (payload) => sent.push(payload);
+  await a.rehello();
+  const hello = sent.find((p) => p.t === 'hello');
+  assert.deepEqual(await host.checkKnock(pidA, hello), a.pub);
+  assert.equal(await host.checkKnock(pidB, hello), null, 'under another id');
+  assert.equal(await host.checkKnock(pidA, { ...hello, mac: hello.nonce }), null, 'a bad MAC');
+  assert.equal(host.members.size, 0, 'checking a knock makes no member');
+  await net.settle();
+});
+
+test('a guest that is not fresh gives new keys to the host only; fresh again, to everyone listed', async () => {
+  const { host, guests: [a, b], publish, net } = await consultation(2);
+  await publish([a, b]);
+  // Guests start fresh here (as if pongs had arrived).
+  await a.setFresh(true); await b.setFresh(true); await net.settle();
+  assert.equal(b.members.get(pidA)?.gen, a.gen);
+  await a.setFresh(false); await net.settle();
+  assert.equal(host.members.get(pidA)?.gen, a.gen, 'the host gets A\'s new generation');
+  assert.ok((b.members.get(pidA)?.gen ?? 0) < a.gen, 'B does not, while A is not fresh');
+  await a.setFresh(true); await net.settle();
+  assert.equal(b.members.get(pidA)?.gen, a.gen, 'fresh again: B gets it');
+});
+
+test('data channel sealing: round trip, direction, replay, reorder, a gap on a new channel', async () => {
+  const secret = unb64url(newLinkSecret());
+  const net = network();
+  const a = net.add('pA', secret); await a.start('pA'); await net.settle();
+  const b = net.add('pB', secret); await b.start('pB'); await net.settle();
+  const aToB = a.members.get('pB'), bFromA = b.members.get('pA');
+  const msg = new TextEncoder().encode('hello, doctor');
+  const w1 = await sealData(room, 'pA', 'pB', aToB, msg);
+  const w2 = await sealData(room, 'pA', 'pB', aToB, msg);
+  assert.notDeepEqual(w1, w2, 'a fresh nonce for each message');
+  assert.deepEqual((await openData(room, 'pA', 'pB', bFromA, w1, true)).plaintext, msg);
+  await assert.rejects(openData(room, 'pA', 'pB', bFromA, w1, false), /replayed/);
+  const w3 = await sealData(room, 'pA', 'pB', aToB, msg);
+  await assert.rejects(openData(room, 'pA', 'pB', bFromA, w3, false), /lost or reordered/);
+  assert.equal((await openData(room, 'pA', 'pB', bFromA, w3, true)).gap, true, 'a new channel may skip ahead, with a warning');
+  // Reflected back to its sender: the direction is wrong.
+  const bToA = b.members.get('pA');
+  const fromB = await sealData(room, 'pB', 'pA', bToA, msg);
+  await assert.rejects(openData(room, 'pB', 'pA', a.members.get('pB'), w1, true), /authentication/);
+  assert.deepEqual((await openData(room, 'pB', 'pA', a.members.get('pB'), fromB, true)).plaintext, msg);
+  // Tampered: refused.
+  const w4 = await sealData(room, 'pA', 'pB', aToB, msg);
+  w4[w4.length - 1] ^= 1;
+  await assert.rejects(openData(room, 'pA', 'pB', bFromA, w4, false), /authentication/);
 });

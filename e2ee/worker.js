@@ -8,7 +8,10 @@
 // Frame on the wire: clear prefix || SFrame(header || ciphertext || tag).
 // The clear prefix is what the receiver's depacketizer needs: for VP8 the
 // frame tag (3 bytes) and, on key frames, the start code and size (7 more:
-// 10 in all), chosen by the P bit of the first byte; for audio none. The
+// 10 in all), chosen by the P bit of the first byte; for audio none, and
+// for any video codec other than VP8 none either (a frame whose metadata
+// names another codec is encrypted whole: its bytes are not VP8's, so a
+// VP8-sized prefix would leave real content in the clear). The
 // SFrame metadata (authenticated, not sent) is
 //   "parley/1 media" || u8 kind (0 audio, 1 video) || prefix
 // so a prefix cannot be changed and an audio frame cannot pass as video.
@@ -59,9 +62,26 @@ function peerKeys(peer) {
   return p;
 }
 
-/** @param {Uint8Array} data @param {string} kind */
-function prefixLength(data, kind) {
+/**
+ * The codec of an encoded frame, from its metadata (Chromium and Firefox
+ * both give mimeType); '' when the browser does not say.
+ * @param {any} frame
+ */
+function mimeOf(frame) {
+  try {
+    return String(frame.getMetadata?.().mimeType || '').toLowerCase();
+  } catch {
+    return '';
+  }
+}
+
+/** @param {Uint8Array} data @param {string} kind @param {string} mime */
+function prefixLength(data, kind, mime) {
   if (kind !== 'video') return 0;
+  // Parley negotiates VP8 only (docs/security.md §3.6). A browser that names
+  // no codec is taken at its word on that; one that names another codec
+  // gets no clear prefix at all.
+  if (mime && mime !== 'video/vp8') return 0;
   // VP8 frame tag: P bit (bit 0 of byte 0) is 0 on key frames.
   const n = (data[0] & 1) === 0 ? 10 : 3;
   return Math.min(n, data.length);
@@ -88,7 +108,7 @@ function encrypter(kind) {
       if (data.length) unsent++;
       return;
     }
-    const n = prefixLength(data, kind);
+    const n = prefixLength(data, kind, mimeOf(frame));
     const prefix = data.slice(0, n);
     let sealed;
     try {
@@ -119,7 +139,7 @@ function decrypter(peer, kind) {
       p.reasons[why] = (p.reasons[why] || 0) + 1;
     };
     if (data.length === 0) return drop('empty');
-    const n = prefixLength(data, kind);
+    const n = prefixLength(data, kind, mimeOf(frame));
     if (data.length <= n) return drop('short');
     const body = data.subarray(n);
     const prefix = data.slice(0, n);

@@ -55,8 +55,8 @@ go test -count=1 -race ./e2ee/ ./signaling/
 step "tsc --noEmit (checkJs)"
 npx tsc --noEmit -p tsconfig.json
 
-step "JS unit tests (node --test)"
-node --test e2ee/
+step "JS unit tests (node --test: e2ee, page helpers)"
+node --test e2ee/ tests/unit/
 
 step "browser tests (Chromium)"
 node --test --test-concurrency=1 --test-timeout=600000 tests/browser/

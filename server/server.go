@@ -146,13 +146,15 @@ func build(cfg config.Config, logger *slog.Logger, ln Listeners, relayOnly bool)
 
 	if !relayOnly {
 		s.sig = signaling.New(signaling.Config{
-			PublicURL:      cfg.PublicURL,
-			AllowedOrigins: cfg.AllowedOrigins,
-			TrustedProxies: cfg.TrustedProxies,
-			ICEServers:     s.iceServers,
-			MaxRooms:       cfg.MaxRooms,
-			RoomsPerIP:     cfg.RoomsPerIP,
-			RoomTTL:        cfg.RoomTTL,
+			PublicURL:          cfg.PublicURL,
+			AllowedOrigins:     cfg.AllowedOrigins,
+			TrustedProxies:     cfg.TrustedProxies,
+			ICEServers:         s.iceServers,
+			MaxRooms:           cfg.MaxRooms,
+			RoomsPerIP:         cfg.RoomsPerIP,
+			RoomTTL:            cfg.RoomTTL,
+			RoomUnusedTTL:      cfg.RoomUnusedTTL,
+			AllowMissingOrigin: cfg.AllowNoOrigin,
 		}, logger.With("component", "signaling"))
 
 		mux := http.NewServeMux()

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha1"
 	"encoding/base64"
 	"encoding/json"
@@ -61,23 +62,14 @@ func TestServerEndToEnd(t *testing.T) {
 		t.Fatalf("relay address %v, want the TURN socket's own 127.0.0.1", a)
 	}
 
-	res, err := http.Post(base+"/api/rooms", "", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var room signaling.RoomResponse
-	json.NewDecoder(res.Body).Decode(&room)
-	res.Body.Close()
-	if res.StatusCode != 201 || res.Header.Get("Content-Security-Policy") == "" {
-		t.Fatalf("room: %s, CSP %q", res.Status, res.Header.Get("Content-Security-Policy"))
-	}
+	room, token := newRoom(t, http.DefaultClient, base)
 
-	ws, _, err := websocket.DefaultDialer.Dial("ws://"+ln.HTTP.Addr().String()+"/ws", nil)
+	ws, _, err := websocket.DefaultDialer.Dial("ws://"+ln.HTTP.Addr().String()+"/ws", http.Header{"Origin": {base}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ws.Close()
-	ws.WriteJSON(signaling.Message{Type: signaling.TypeJoin, Version: signaling.ProtocolVersion, Room: room.ID, Name: "Test"})
+	ws.WriteJSON(signaling.Message{Type: signaling.TypeJoin, Version: signaling.ProtocolVersion, Room: room.ID, Name: "Test", Token: token})
 	var welcome signaling.Message
 	ws.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if err := ws.ReadJSON(&welcome); err != nil {
@@ -108,7 +100,7 @@ func TestServerEndToEnd(t *testing.T) {
 			t.Errorf("%s: %s", path, res.Status)
 		}
 	}
-	res, err = http.Get("http://" + ln.Metrics.Addr().String() + "/metrics")
+	res, err := http.Get("http://" + ln.Metrics.Addr().String() + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,4 +143,26 @@ func TestExternalTURN(t *testing.T) {
 	if want := base64.StdEncoding.EncodeToString(mac.Sum(nil)); ice[0].Credential != want || !strings.HasSuffix(ice[0].Username, ":peer1") {
 		t.Fatalf("credentials %q/%q are not coturn use-auth-secret ones", ice[0].Username, ice[0].Credential)
 	}
+}
+
+// newRoom creates a room as the landing page does (same origin, with a join
+// verifier) and returns it with its join token.
+func newRoom(t *testing.T, client *http.Client, base string) (signaling.RoomResponse, string) {
+	t.Helper()
+	tok := make([]byte, signaling.JoinTokenBytes)
+	rand.Read(tok)
+	body := `{"joinVerifier":"` + base64.RawURLEncoding.EncodeToString(signaling.JoinVerifier(tok)) + `"}`
+	req, _ := http.NewRequest("POST", base+"/api/rooms", strings.NewReader(body))
+	req.Header.Set("Origin", base)
+	res, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var room signaling.RoomResponse
+	json.NewDecoder(res.Body).Decode(&room)
+	res.Body.Close()
+	if res.StatusCode != 201 || res.Header.Get("Content-Security-Policy") == "" {
+		t.Fatalf("room: %s, CSP %q", res.Status, res.Header.Get("Content-Security-Policy"))
+	}
+	return room, base64.RawURLEncoding.EncodeToString(tok)
 }

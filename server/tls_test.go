@@ -74,21 +74,16 @@ func TestSharedTLSPort(t *testing.T) {
 	if res.Header.Get("Strict-Transport-Security") == "" || res.Header.Get("Content-Security-Policy") == "" {
 		t.Fatalf("HTTPS headers: %v", res.Header)
 	}
-	res, err = client.Post("https://"+tlsAddr+"/api/rooms", "", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var room signaling.RoomResponse
-	decodeJSON(t, res, &room)
+	room, token := newRoom(t, client, "https://"+tlsAddr)
 
 	// Signaling over wss on the same port.
 	d := websocket.Dialer{TLSClientConfig: &tls.Config{RootCAs: pool}}
-	ws, _, err := d.Dial("wss://"+tlsAddr+"/ws", nil)
+	ws, _, err := d.Dial("wss://"+tlsAddr+"/ws", http.Header{"Origin": {"https://" + tlsAddr}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ws.Close()
-	ws.WriteJSON(signaling.Message{Type: signaling.TypeJoin, Version: 1, Room: room.ID, Name: "TLS"})
+	ws.WriteJSON(signaling.Message{Type: signaling.TypeJoin, Version: 1, Room: room.ID, Name: "TLS", Token: token})
 	var welcome signaling.Message
 	ws.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if err := ws.ReadJSON(&welcome); err != nil {

@@ -168,7 +168,11 @@ func (c *client) handle(m *Message) bool {
 			c.sendError(pe)
 			// A failed join ends the connection: the client must fix its
 			// request and connect again.
-			c.closeWith(websocket.CloseNormalClosure, pe.Code)
+			code := websocket.CloseNormalClosure
+			if pe.Code == CodeBadToken {
+				code = CloseJoinRefused
+			}
+			c.closeWith(code, pe.Code)
 			return true
 		}
 	case TypeOffer, TypeAnswer, TypeCandidate, TypeE2EE:
@@ -201,6 +205,13 @@ func (c *client) join(m *Message) error {
 	ice := c.srv.cfg.ICEServers(c.req, c.id)
 
 	rm.mu.Lock()
+	// The join token comes first: whoever holds only the room id learns
+	// nothing more (not even whether the call is full).
+	if !tokenMatches(m.Token, rm.verifier) {
+		rm.mu.Unlock()
+		c.log.Info("join refused: bad join token")
+		return protoErr(CodeBadToken, msgBadToken, ErrBadToken)
+	}
 	if len(rm.peers) >= MaxPeers {
 		rm.mu.Unlock()
 		return protoErr(CodeRoomFull, msgRoomFull, ErrRoomFull)
@@ -216,6 +227,7 @@ func (c *client) join(m *Message) error {
 	rm.peers[c.id] = c
 	rm.order = append(rm.order, c.id)
 	rm.lastUsed = time.Now()
+	rm.joined = true
 	c.room = rm
 	// The welcome is queued under the room lock so that it precedes any
 	// message another peer sends to the newcomer.

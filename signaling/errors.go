@@ -20,6 +20,7 @@ const (
 	CodeTooManyRooms    = "too-many-rooms"   // room creation refused: per-IP or server-wide limit
 	CodeInternal        = "internal"         // a server fault
 	CodeOriginForbidden = "origin-forbidden" // HTTP only: the page's origin may not open the WebSocket
+	CodeBadToken        = "bad-token"        // join without the link's join token, or with a wrong one
 )
 
 // WebSocket close codes Parley uses (RFC 6455 §7.4).
@@ -30,6 +31,7 @@ const (
 	CloseTooBig      = 1009 // a message over MaxMessageSize
 	CloseSlowReader  = 4000 // the client did not read its messages fast enough
 	CloseIdleTimeout = 4001 // no pong within the keepalive timeout
+	CloseJoinRefused = 4003 // join refused: missing or wrong join token (the link is incomplete)
 )
 
 var (
@@ -45,6 +47,8 @@ var (
 	ErrBadMessage = errors.New("signaling: bad message")
 	// ErrUnknownType means a message type is not part of the protocol.
 	ErrUnknownType = errors.New("signaling: unknown message type")
+	// ErrBadToken means a join carried no join token or a wrong one.
+	ErrBadToken = errors.New("signaling: bad join token")
 )
 
 // ProtocolError is an error with a code from the list above, sent to the
@@ -79,6 +83,8 @@ func httpError(w http.ResponseWriter, err error) {
 			status = http.StatusForbidden
 		case CodeBadMessage:
 			status = http.StatusBadRequest
+		case CodeBadToken:
+			status = http.StatusForbidden
 		}
 	case errors.Is(err, ErrRoomNotFound):
 		status, code, msg = http.StatusNotFound, CodeRoomNotFound, msgRoomNotFound
@@ -93,4 +99,5 @@ const (
 	msgRoomFull     = "This call already has the most people it can hold. Ask the organiser to start a new call."
 	msgTooManyRooms = "Too many calls were started from your network just now. Please wait a few minutes and try again."
 	msgServerFull   = "This server is holding as many calls as it can right now. Please try again later."
+	msgBadToken     = "This link is incomplete, so you cannot join. Ask the person who sent it to copy the whole link, including the part after \"#\", and send it again."
 )

@@ -77,6 +77,9 @@ type Message struct {
 	Version int    `json:"version,omitempty"`
 	Room    string `json:"room,omitempty"`
 	Name    string `json:"name,omitempty"`
+	// Token is the join token, b64url(T_join): proof that the joiner holds
+	// the link secret (docs/security.md §2.5). The server keeps only a hash.
+	Token string `json:"token,omitempty"`
 
 	// welcome
 	ID         string      `json:"id,omitempty"`
@@ -134,6 +137,9 @@ func DecodeMessage(data []byte) (*Message, error) {
 		}
 		if len(m.Room) > 64 {
 			return bad("Room id too long.")
+		}
+		if len(m.Token) > 64 {
+			return bad("Join token too long.")
 		}
 	case TypeOffer, TypeAnswer:
 		if m.To == "" {

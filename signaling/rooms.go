@@ -3,6 +3,7 @@ package signaling
 import (
 	"crypto/rand"
 	"encoding/base64"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -29,13 +30,18 @@ func validRoomID(s string) bool {
 	return err == nil
 }
 
-// room is one call. Its peers map is guarded by the room's mutex.
+// room is one call. Its fields are guarded by the room's mutex.
 type room struct {
 	id       string
 	mu       sync.Mutex
 	peers    map[string]*client
 	order    []string // join order, for a stable peer list
+	created  time.Time
 	lastUsed time.Time
+	// verifier is V = SHA-256("parley/1 join-verifier" || T_join), given
+	// when the room was made; every join must bring T_join.
+	verifier []byte
+	joined   bool // someone has joined at least once
 }
 
 // registry holds the rooms and the per-IP creation limits.
@@ -45,7 +51,8 @@ type registry struct {
 	perIP    map[string]*ipLimit
 	maxRooms int
 	perHour  int
-	ttl      time.Duration
+	ttl      time.Duration // forget a room nobody has been in for this long
+	unused   time.Duration // forget a room nobody ever joined after this long
 	now      func() time.Time
 	swept    time.Time
 }
@@ -55,19 +62,35 @@ type ipLimit struct {
 	seen time.Time
 }
 
-func newRegistry(maxRooms, perHour int, ttl time.Duration) *registry {
+func newRegistry(maxRooms, perHour int, ttl, unused time.Duration) *registry {
 	return &registry{
 		rooms:    map[string]*room{},
 		perIP:    map[string]*ipLimit{},
 		maxRooms: maxRooms,
 		perHour:  perHour,
 		ttl:      ttl,
+		unused:   unused,
 		now:      time.Now,
 	}
 }
 
-// create makes a room for a request from ip.
-func (g *registry) create(ip string) (*room, error) {
+// limitKey is what per-address limits count: an IPv4 address, or the /64
+// of an IPv6 address (one subscriber usually holds a whole /64).
+func limitKey(ip string) string {
+	a, err := netip.ParseAddr(ip)
+	if err != nil {
+		return ip
+	}
+	a = a.Unmap()
+	if a.Is4() {
+		return a.String()
+	}
+	p, _ := a.Prefix(64)
+	return p.String()
+}
+
+// create makes a room for a request from ip, with the join verifier V.
+func (g *registry) create(ip string, verifier []byte) (*room, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	now := g.now()
@@ -75,17 +98,18 @@ func (g *registry) create(ip string) (*room, error) {
 	if len(g.rooms) >= g.maxRooms {
 		return nil, protoErr(CodeTooManyRooms, msgServerFull, ErrTooManyRooms)
 	}
-	l := g.perIP[ip]
+	key := limitKey(ip)
+	l := g.perIP[key]
 	if l == nil {
 		// A bucket of perHour rooms refilled evenly over the hour.
 		l = &ipLimit{lim: rate.NewLimiter(rate.Every(time.Hour/time.Duration(g.perHour)), g.perHour)}
-		g.perIP[ip] = l
+		g.perIP[key] = l
 	}
 	l.seen = now
 	if !l.lim.AllowN(now, 1) {
 		return nil, ErrTooManyRooms
 	}
-	r := &room{id: newID(RoomIDBytes), peers: map[string]*client{}, lastUsed: now}
+	r := &room{id: newID(RoomIDBytes), peers: map[string]*client{}, created: now, lastUsed: now, verifier: verifier}
 	g.rooms[r.id] = r
 	return r, nil
 }
@@ -112,8 +136,9 @@ func (g *registry) count() int {
 	return len(g.rooms)
 }
 
-// expireLocked forgets rooms nobody has been in for ttl, and per-IP limits
-// that are full again.
+// expireLocked forgets rooms nobody has been in for ttl, rooms nobody ever
+// joined after unused (so that rooms made and abandoned cannot keep the
+// server full), and per-IP limits that are full again.
 func (g *registry) expireLocked(now time.Time) {
 	if now.Sub(g.swept) < time.Minute {
 		return
@@ -121,7 +146,7 @@ func (g *registry) expireLocked(now time.Time) {
 	g.swept = now
 	for id, r := range g.rooms {
 		r.mu.Lock()
-		idle := len(r.peers) == 0 && now.Sub(r.lastUsed) > g.ttl
+		idle := len(r.peers) == 0 && (now.Sub(r.lastUsed) > g.ttl || !r.joined && now.Sub(r.created) > g.unused)
 		r.mu.Unlock()
 		if idle {
 			delete(g.rooms, id)

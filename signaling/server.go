@@ -6,8 +6,10 @@
 package signaling
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -37,6 +39,13 @@ type Config struct {
 	RoomsPerIP int
 	// RoomTTL forgets a room nobody has been in for this long (default 7 days).
 	RoomTTL time.Duration
+	// RoomUnusedTTL forgets a room nobody has ever joined after this long
+	// (default 1 hour), so abandoned rooms cannot keep the server full.
+	RoomUnusedTTL time.Duration
+	// AllowMissingOrigin admits WebSockets and room creations without an
+	// Origin header (non-browser clients). Browsers always send one; off by
+	// default.
+	AllowMissingOrigin bool
 	// MessagesPerSecond and MessageBurst bound each connection's message
 	// rate (defaults 20 and 100: a join sends a burst of candidates).
 	MessagesPerSecond float64
@@ -65,6 +74,8 @@ type Server struct {
 	conns  map[*client]struct{}
 	closed bool
 	wg     sync.WaitGroup
+
+	xffWarn sync.Once // X-Forwarded-For seen without -trusted-proxy
 }
 
 // New returns a Server.
@@ -77,6 +88,9 @@ func New(cfg Config, logger *slog.Logger) *Server {
 	}
 	if cfg.RoomTTL <= 0 {
 		cfg.RoomTTL = 7 * 24 * time.Hour
+	}
+	if cfg.RoomUnusedTTL <= 0 {
+		cfg.RoomUnusedTTL = time.Hour
 	}
 	if cfg.MessagesPerSecond <= 0 {
 		cfg.MessagesPerSecond = 20
@@ -101,7 +115,7 @@ func New(cfg Config, logger *slog.Logger) *Server {
 	s := &Server{
 		cfg:   cfg,
 		log:   logger,
-		rooms: newRegistry(cfg.MaxRooms, cfg.RoomsPerIP, cfg.RoomTTL),
+		rooms: newRegistry(cfg.MaxRooms, cfg.RoomsPerIP, cfg.RoomTTL, cfg.RoomUnusedTTL),
 		conns: map[*client]struct{}{},
 	}
 	s.up = websocket.Upgrader{
@@ -155,6 +169,29 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 }
 
+// RoomRequest is the body of POST /api/rooms.
+type RoomRequest struct {
+	// JoinVerifier is b64url(V), V = SHA-256("parley/1 join-verifier" ||
+	// T_join) (docs/security.md §2.5). Required: whoever joins must bring
+	// T_join.
+	JoinVerifier string `json:"joinVerifier"`
+}
+
+// decodeBody reads a JSON request body of at most limit bytes into v,
+// refusing unknown fields and trailing data.
+func decodeBody(r *http.Request, v any, limit int64) error {
+	body, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
+	if err != nil || int64(len(body)) > limit {
+		return protoErr(CodeBadMessage, "The request is too large.", ErrBadMessage)
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil || dec.More() {
+		return protoErr(CodeBadMessage, "The request body is not the JSON object this API expects (docs/protocol.md).", ErrBadMessage)
+	}
+	return nil
+}
+
 // RoomResponse is the answer to POST /api/rooms.
 type RoomResponse struct {
 	ID  string `json:"id"`
@@ -166,8 +203,18 @@ func (s *Server) createRoom(w http.ResponseWriter, r *http.Request) {
 		httpError(w, protoErr(CodeOriginForbidden, "Rooms can only be created from this site's own page.", nil))
 		return
 	}
+	var req RoomRequest
+	if err := decodeBody(r, &req, 4096); err != nil {
+		httpError(w, err)
+		return
+	}
+	verifier, ok := decode32(req.JoinVerifier)
+	if !ok {
+		httpError(w, protoErr(CodeBadMessage, "A room needs a joinVerifier: 32 bytes in unpadded base64url (docs/protocol.md). The call page makes it from the link's secret.", ErrBadMessage))
+		return
+	}
 	ip := s.clientIP(r)
-	rm, err := s.rooms.create(ip)
+	rm, err := s.rooms.create(ip, verifier)
 	if err != nil {
 		s.log.Info("room creation refused", "ip", ip, "err", err)
 		httpError(w, err)
@@ -177,11 +224,14 @@ func (s *Server) createRoom(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusCreated, RoomResponse{ID: rm.id, URL: "/c/" + rm.id})
 }
 
-// RoomInfo is the answer to GET /api/rooms/{id}.
+// RoomInfo is the answer to GET /api/rooms/{id}. Without the room's join
+// token (header Parley-Join-Token) it says only that the room exists;
+// with it, also how many are in the call.
 type RoomInfo struct {
 	ID           string `json:"id"`
-	Participants int    `json:"participants"`
-	MaxPeers     int    `json:"maxPeers"`
+	Exists       bool   `json:"exists"`
+	Participants *int   `json:"participants,omitempty"`
+	MaxPeers     int    `json:"maxPeers,omitempty"`
 }
 
 func (s *Server) roomInfo(w http.ResponseWriter, r *http.Request) {
@@ -190,16 +240,20 @@ func (s *Server) roomInfo(w http.ResponseWriter, r *http.Request) {
 		httpError(w, err)
 		return
 	}
+	info := RoomInfo{ID: rm.id, Exists: true}
 	rm.mu.Lock()
-	n := len(rm.peers)
+	if tok := r.Header.Get(HeaderJoinToken); tok != "" && tokenMatches(tok, rm.verifier) {
+		n := len(rm.peers)
+		info.Participants, info.MaxPeers = &n, MaxPeers
+	}
 	rm.mu.Unlock()
-	writeJSON(w, http.StatusOK, RoomInfo{ID: rm.id, Participants: n, MaxPeers: MaxPeers})
+	writeJSON(w, http.StatusOK, info)
 }
 
-// checkOrigin admits a WebSocket whose Origin is the page's own (the
-// request's Host or PublicURL) or listed in AllowedOrigins. Requests without
-// an Origin header come from non-browser clients, which an origin check
-// cannot restrict anyway.
+// checkOrigin admits a WebSocket whose Origin is the page's own (scheme and
+// host of PublicURL, or of the request) or listed in AllowedOrigins. A
+// request without Origin is refused unless AllowMissingOrigin: browsers
+// always send one.
 func (s *Server) checkOrigin(r *http.Request) bool {
 	return s.sameOrigin(r)
 }
@@ -207,7 +261,7 @@ func (s *Server) checkOrigin(r *http.Request) bool {
 func (s *Server) sameOrigin(r *http.Request) bool {
 	origin := r.Header.Get("Origin")
 	if origin == "" {
-		return true
+		return s.cfg.AllowMissingOrigin
 	}
 	o := strings.ToLower(origin)
 	for _, a := range s.cfg.AllowedOrigins {
@@ -216,7 +270,7 @@ func (s *Server) sameOrigin(r *http.Request) bool {
 		}
 	}
 	u, err := url.Parse(o)
-	if err != nil {
+	if err != nil || u.Scheme == "" || u.Host == "" {
 		return false
 	}
 	if s.cfg.PublicURL != "" {
@@ -224,7 +278,31 @@ func (s *Server) sameOrigin(r *http.Request) bool {
 			return true
 		}
 	}
-	return strings.EqualFold(u.Host, r.Host)
+	if !strings.EqualFold(u.Host, r.Host) {
+		return false
+	}
+	if scheme := s.requestScheme(r); u.Scheme != scheme {
+		if s.cfg.PublicURL == "" && r.Header.Get("X-Forwarded-Proto") != "" {
+			s.log.Warn("WebSocket origin refused: its scheme differs from this request's; behind a TLS-terminating proxy set -public-url (or -trusted-proxy)", "origin-scheme", u.Scheme, "request-scheme", scheme)
+		}
+		return false
+	}
+	return true
+}
+
+// requestScheme is "https" for a request that came over TLS (to Parley, or
+// to a trusted reverse proxy that says so in X-Forwarded-Proto), else "http".
+func (s *Server) requestScheme(r *http.Request) string {
+	if r.TLS != nil {
+		return "https"
+	}
+	if s.fromTrustedProxy(r) {
+		switch p := strings.ToLower(strings.TrimSpace(strings.Split(r.Header.Get("X-Forwarded-Proto"), ",")[0])); p {
+		case "http", "https":
+			return p
+		}
+	}
+	return "http"
 }
 
 func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
@@ -270,25 +348,16 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 // when the peer is a trusted reverse proxy, the rightmost address in
 // X-Forwarded-For that is not a trusted proxy itself.
 func (s *Server) clientIP(r *http.Request) string {
-	peer := r.RemoteAddr
-	if host, _, err := net.SplitHostPort(peer); err == nil {
-		peer = host
-	}
+	peer := remoteHost(r)
 	if len(s.cfg.TrustedProxies) == 0 {
+		if r.Header.Get("X-Forwarded-For") != "" {
+			s.xffWarn.Do(func() {
+				s.log.Warn("requests carry X-Forwarded-For but no -trusted-proxy is set: per-IP limits count the proxy's address for everyone behind it; set -trusted-proxy to the proxy's address")
+			})
+		}
 		return peer
 	}
-	trusted := func(ip string) bool {
-		a, err := netip.ParseAddr(ip)
-		if err != nil {
-			return false
-		}
-		for _, p := range s.cfg.TrustedProxies {
-			if p.Contains(a.Unmap()) {
-				return true
-			}
-		}
-		return false
-	}
+	trusted := s.trusted
 	if !trusted(peer) {
 		return peer
 	}
@@ -300,4 +369,29 @@ func (s *Server) clientIP(r *http.Request) string {
 		}
 	}
 	return peer
+}
+
+func remoteHost(r *http.Request) string {
+	if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+		return host
+	}
+	return r.RemoteAddr
+}
+
+// trusted reports whether ip is one of the trusted reverse proxies.
+func (s *Server) trusted(ip string) bool {
+	a, err := netip.ParseAddr(ip)
+	if err != nil {
+		return false
+	}
+	for _, p := range s.cfg.TrustedProxies {
+		if p.Contains(a.Unmap()) {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Server) fromTrustedProxy(r *http.Request) bool {
+	return len(s.cfg.TrustedProxies) > 0 && s.trusted(remoteHost(r))
 }

@@ -1,6 +1,9 @@
 package signaling
 
 import (
+	"bytes"
+	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,6 +13,7 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -29,9 +33,34 @@ func newTestServer(t *testing.T, cfg Config) (*Server, *httptest.Server) {
 	return s, ts
 }
 
+// roomTokens holds the join token (b64url) of each room the tests made.
+var roomTokens sync.Map
+
+func newToken() string {
+	b := make([]byte, JoinTokenBytes)
+	rand.Read(b)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+func verifierOf(token string) string {
+	b, _ := base64.RawURLEncoding.DecodeString(token)
+	return base64.RawURLEncoding.EncodeToString(JoinVerifier(b))
+}
+
+// post sends a same-origin POST, as the landing page does.
+func post(ts *httptest.Server, path, body string) (*http.Response, error) {
+	req, _ := http.NewRequest("POST", ts.URL+path, strings.NewReader(body))
+	req.Header.Set("Origin", ts.URL)
+	req.Header.Set("Content-Type", "application/json")
+	return http.DefaultClient.Do(req)
+}
+
+// createRoom makes a room with a join verifier, as the landing page does,
+// and remembers its token for join.
 func createRoom(t *testing.T, ts *httptest.Server) string {
 	t.Helper()
-	res, err := http.Post(ts.URL+"/api/rooms", "application/json", nil)
+	token := newToken()
+	res, err := post(ts, "/api/rooms", `{"joinVerifier":"`+verifierOf(token)+`"}`)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,7 +75,14 @@ func createRoom(t *testing.T, ts *httptest.Server) string {
 	if !validRoomID(rr.ID) || rr.URL != "/c/"+rr.ID {
 		t.Fatalf("bad room response %+v", rr)
 	}
+	roomTokens.Store(rr.ID, token)
 	return rr.ID
+}
+
+func tokenOf(room string) string {
+	v, _ := roomTokens.Load(room)
+	s, _ := v.(string)
+	return s
 }
 
 type wsClient struct {
@@ -54,9 +90,10 @@ type wsClient struct {
 	ws *websocket.Conn
 }
 
+// dial opens the WebSocket as the page does, with its own Origin.
 func dial(t *testing.T, ts *httptest.Server) *wsClient {
 	t.Helper()
-	ws, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(ts.URL, "http")+"/ws", nil)
+	ws, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(ts.URL, "http")+"/ws", http.Header{"Origin": {ts.URL}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,12 +182,17 @@ func (c *wsClient) expectClose() int {
 
 func (c *wsClient) join(room, name string) Message {
 	c.t.Helper()
-	c.send(Message{Type: TypeJoin, Version: ProtocolVersion, Room: room, Name: name})
+	c.send(joinMsg(room, name))
 	m := c.read()
 	if m.Type != TypeWelcome {
 		c.t.Fatalf("want welcome, got %+v", m)
 	}
 	return m
+}
+
+// joinMsg is a join with the room's token.
+func joinMsg(room, name string) Message {
+	return Message{Type: TypeJoin, Version: ProtocolVersion, Room: room, Name: name, Token: tokenOf(room)}
 }
 
 func TestCallFlow(t *testing.T) {
@@ -221,7 +263,7 @@ func TestBadInput(t *testing.T) {
 		c.sendRaw(`{"type":"offer","to":"x","sdp":"v=0"}`)
 		c.expectError(CodeNotJoined)
 		c.join(room, "Still here")
-		c.send(Message{Type: TypeJoin, Version: 1, Room: room, Name: "Twice"})
+		c.send(joinMsg(room, "Twice"))
 		c.expectError(CodeAlreadyJoined)
 		c.sendRaw(`{"type":"offer","to":"x","sdp":"v=0","from":"spoof"}`)
 		c.expectError(CodeBadMessage)
@@ -252,7 +294,7 @@ func TestBadInput(t *testing.T) {
 	t.Run("bad names", func(t *testing.T) {
 		for _, name := range []string{"", "   ", strings.Repeat("x", MaxNameLength+1), "evil\u202eeman", "tab\x07bell"} {
 			c := dial(t, ts)
-			c.send(Message{Type: TypeJoin, Version: 1, Room: room, Name: name})
+			c.send(joinMsg(room, name))
 			c.expectError(CodeBadName)
 		}
 	})
@@ -313,7 +355,7 @@ func TestRoomFull(t *testing.T) {
 		dial(t, ts).join(room, "P")
 	}
 	c := dial(t, ts)
-	c.send(Message{Type: TypeJoin, Version: 1, Room: room, Name: "Fifth"})
+	c.send(joinMsg(room, "Fifth"))
 	m := c.expectError(CodeRoomFull)
 	if !strings.Contains(m.Message, "most people") {
 		t.Fatalf("room-full message %q", m.Message)
@@ -326,7 +368,7 @@ func TestRoomLimitsAndInfo(t *testing.T) {
 	for i := 0; i < 3; i++ {
 		id = createRoom(t, ts)
 	}
-	res, err := http.Post(ts.URL+"/api/rooms", "", nil)
+	res, err := post(ts, "/api/rooms", `{"joinVerifier":"`+verifierOf(newToken())+`"}`)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -338,11 +380,26 @@ func TestRoomLimitsAndInfo(t *testing.T) {
 	}
 
 	res, _ = http.Get(ts.URL + "/api/rooms/" + id)
+	raw, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != 200 || string(bytes.TrimSpace(raw)) != `{"id":"`+id+`","exists":true}` {
+		t.Fatalf("room info without the token: %s %s", res.Status, raw)
+	}
+	req, _ := http.NewRequest("GET", ts.URL+"/api/rooms/"+id, nil)
+	req.Header.Set(HeaderJoinToken, tokenOf(id))
+	res, _ = http.DefaultClient.Do(req)
 	var info RoomInfo
 	json.NewDecoder(res.Body).Decode(&info)
 	res.Body.Close()
-	if res.StatusCode != 200 || info.ID != id || info.MaxPeers != MaxPeers {
-		t.Fatalf("room info %s %+v", res.Status, info)
+	if res.StatusCode != 200 || info.ID != id || info.MaxPeers != MaxPeers || info.Participants == nil || *info.Participants != 0 {
+		t.Fatalf("room info with the token %s %+v", res.Status, info)
+	}
+	req.Header.Set(HeaderJoinToken, newToken())
+	res, _ = http.DefaultClient.Do(req)
+	raw, _ = io.ReadAll(res.Body)
+	res.Body.Close()
+	if strings.Contains(string(raw), "participants") {
+		t.Fatalf("room info with a wrong token tells the count: %s", raw)
 	}
 	res, _ = http.Get(ts.URL + "/api/rooms/AAAAAAAAAAAAAAAAAAAAAA")
 	res.Body.Close()
@@ -391,7 +448,7 @@ func TestKeepaliveDropsSilentClient(t *testing.T) {
 	a.join(room, "Awake")
 	// b joins and then never reads, so it never answers a ping.
 	b := dial(t, ts)
-	b.send(Message{Type: TypeJoin, Version: 1, Room: room, Name: "Asleep"})
+	b.send(joinMsg(room, "Asleep"))
 	a.expect(TypePeerJoined)
 	// a keeps reading (and so answers pings) and learns that b is gone.
 	if pl := a.expect(TypePeerLeft); pl.Reason != "disconnected" {
@@ -418,7 +475,8 @@ func TestCleanName(t *testing.T) {
 // untrusted peer, the header is ignored and cannot be used to dodge the limit.
 func TestTrustedProxies(t *testing.T) {
 	post := func(ts *httptest.Server, xff string) int {
-		req, _ := http.NewRequest("POST", ts.URL+"/api/rooms", nil)
+		req, _ := http.NewRequest("POST", ts.URL+"/api/rooms", strings.NewReader(`{"joinVerifier":"`+verifierOf(newToken())+`"}`))
+		req.Header.Set("Origin", ts.URL)
 		if xff != "" {
 			req.Header.Set("X-Forwarded-For", xff)
 		}
@@ -466,5 +524,13 @@ func TestICERefresh(t *testing.T) {
 	m := c.expect(TypeICEServers)
 	if len(m.ICEServers) != 1 || m.ICEServers[0].Username != "2:"+w.ID || w.ICEServers[0].Username != "1:"+w.ID {
 		t.Fatalf("refresh %+v after welcome %+v", m.ICEServers, w.ICEServers)
+	}
+}
+
+func readJSON(t *testing.T, res *http.Response, v any) {
+	t.Helper()
+	defer res.Body.Close()
+	if err := json.NewDecoder(res.Body).Decode(v); err != nil {
+		t.Fatalf("decode %s: %v", res.Status, err)
 	}
 }

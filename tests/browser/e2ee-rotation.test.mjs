@@ -13,7 +13,7 @@
 //      frames from before his join, and opens those after it.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startParley, launchBrowser, joinCall, waitForStats, mediaStats, sleep, dumpOnFailure } from './harness.mjs';
+import { startParley, launchBrowser, joinCall, waitForStats, mediaStats, sleep, dumpOnFailure, recordKeys, keyLog, workerStats, badge, until } from './harness.mjs';
 import { buildInspector, runInspector, openFrames, sframeHex, splitKid } from '../inspector/inspector.mjs';
 
 /** @type {Awaited<ReturnType<typeof startParley>>} */
@@ -33,36 +33,6 @@ after(async () => {
   await parley?.stop();
 });
 
-// Runs in every page before the app: records each key the page gives its
-// worker. 'send-key' transfers the key's buffer, so the bytes are copied
-// before the real postMessage runs.
-const recordKeys = () => {
-  /** @type {{op: string, peer: string, kid: string, key: string, t: number}[]} */
-  const log = [];
-  // @ts-ignore
-  window.__keyLog = log;
-  const orig = Worker.prototype.postMessage;
-  // @ts-ignore
-  Worker.prototype.postMessage = function (msg, ...rest) {
-    try {
-      if (msg && (msg.op === 'send-key' || msg.op === 'recv-key') && msg.key instanceof Uint8Array) {
-        const key = Array.from(msg.key, (b) => b.toString(16).padStart(2, '0')).join('');
-        log.push({ op: msg.op, peer: msg.peer || '', kid: String(msg.kid), key, t: Date.now() });
-      }
-      if (!this.__watched) {
-        // The worker's own counters (opened/dropped per peer), answered to the app's 1 s stats requests.
-        this.__watched = true;
-        this.addEventListener('message', (/** @type {MessageEvent} */ ev) => {
-          // @ts-ignore
-          if (ev.data?.op === 'stats') window.__workerStats = ev.data.stats;
-        });
-      }
-    } catch { /* never break the app */ }
-    // @ts-ignore
-    return orig.call(this, msg, ...rest);
-  };
-};
-
 async function participant() {
   const b = await launchBrowser();
   open.push(b);
@@ -70,37 +40,11 @@ async function participant() {
   return b;
 }
 
-/** @typedef {{op: string, peer: string, kid: string, key: string, t: number}} KeyEntry */
-/** @param {import('playwright-core').Page} page @returns {Promise<KeyEntry[]>} */
-// @ts-ignore
-const keyLog = (page) => page.evaluate(() => window.__keyLog.slice());
-
-/** The worker's last stats: {sent, unsent, peers: {[id]: {opened, dropped, reasons}}}. @param {import('playwright-core').Page} page */
-// @ts-ignore
-const workerStats = (page) => page.evaluate(() => window.__workerStats || null);
-
-/** @param {import('playwright-core').Page} page */
-const badge = (page) => page.evaluate(() => ({
-  cls: document.getElementById('e2ee-badge')?.className || '',
-  text: document.getElementById('e2ee-title')?.textContent || '',
-}));
-
 /** Video frames decoded per connection that has remote video. @param {import('playwright-core').Page} page */
 const decodedPerConn = async (page) => (await mediaStats(page)).filter((c) => c.videoFramesReceived > 0).map((c) => c.videoFramesDecoded);
 
 /** Waits until the page decodes video from n others. @param {import('playwright-core').Page} page @param {number} n */
 const decodesFrom = (page, n, what) => waitForStats(page, (s) => s.filter((c) => c.videoFramesDecoded > 30).length >= n, what, 45000);
-
-/** Until fn() is truthy, or fail. @template T @param {() => Promise<T>|T} fn @param {string} what @param {number} [ms] @returns {Promise<T>} */
-async function until(fn, what, ms = 15000) {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > end) throw new Error('timed out waiting for ' + what);
-    await sleep(250);
-  }
-}
 
 const fmtKid = (/** @type {string|number} */ k) => { const s = splitKid(k); return `${k} (index ${s.index}, gen ${s.gen}, step ${s.step})`; };
 
@@ -180,7 +124,7 @@ test('after a leave the old keys open nothing new; a newcomer cannot open frames
   }
 
   // ---- the inspector records; Dan joins in the middle ----
-  const ins = inspector = runInspector({ base: parley.base, room: room.id, name: 'Wire Inspector', durationMs: 60000, bodyBytes: -1 });
+  const ins = inspector = runInspector({ base: parley.base, room: room.id, secret: room.secret, name: 'Wire Inspector', durationMs: 60000, bodyBytes: -1 });
   const annFrames = () => ins.read().frames.filter((f) => f.peer === annId);
   await until(() => annFrames().filter((f) => f.kind === 'video' && f.complete).length >= 40, 'the inspector capturing Ann', 30000);
   const dan = await participant();
@@ -211,7 +155,15 @@ test('after a leave the old keys open nothing new; a newcomer cannot open frames
     assert.equal(f.index, annIndex, 'Ann\'s index');
     assert.ok(f.gen > catMaxGen, `every frame after the leave has a generation Cat never received (${f.gen} > ${catMaxGen})`);
   }
-  const postLeave = frames.filter((f) => f.kidStr === annNewKey.kid && f.complete);
+  // The inspector takes part in the key agreement, so Ann ratcheted once
+  // for it: her frames before Dan's join are under a later step of the
+  // post-leave generation, whose key her page also logged.
+  const postLeave = frames.filter((f) => f.t < danJoin && f.complete);
+  const postLeaveKids = [...new Set(postLeave.map((f) => f.kidStr))];
+  assert.equal(postLeaveKids.length, 1, `one KID before Dan's join: ${postLeaveKids.map(fmtKid).join(', ')}`);
+  const annPreKey = /** @type {KeyEntry} */ (annSendsAll.find((e) => e.kid === postLeaveKids[0]));
+  assert.ok(annPreKey, 'Ann logged the key of her pre-join frames');
+  assert.equal(splitKid(annPreKey.kid).gen, splitKid(annNewKey.kid).gen, 'in the generation Ann started after the leave');
   const pick = (/** @type {typeof frames} */ fs) => [
     fs.find((f) => f.kind === 'video' && f.keyFrame), fs.find((f) => f.kind === 'video' && !f.keyFrame), fs.find((f) => f.kind === 'audio'),
   ].filter(Boolean).map((f) => /** @type {typeof frames[0]} */ (f));
@@ -221,7 +173,7 @@ test('after a leave the old keys open nothing new; a newcomer cannot open frames
     frames: fs.map((f) => ({ kind: f.kind, prefix: f.prefixHex, sframe: sframeHex(f) })),
     keys: keys.map((k) => ({ kid: k.kid, key: k.key })), ratchet: 4,
   });
-  const r1 = openFrames(req(samples, [...catKeysForAnn, annNewKey]));
+  const r1 = openFrames(req(samples, [...catKeysForAnn, annPreKey]));
   const catTries = r1.filter((r) => r.key < catKeysForAnn.length);
   const annTries = r1.filter((r) => r.key === catKeysForAnn.length && r.mode === 'as-is');
   console.log(`Cat's ${catKeysForAnn.length} key(s) for Ann on ${samples.length} post-leave frames: ${catTries.length} attempts, failures by mode: ` +
@@ -245,7 +197,7 @@ test('after a leave the old keys open nothing new; a newcomer cannot open frames
   const danKey = danKeysForAnn[0];
   const pre = frames.filter((f) => f.t < danJoin && f.complete);
   const preKids = [...new Set(pre.map((f) => f.kidStr))];
-  assert.deepEqual(preKids, [annNewKey.kid], 'before Dan joined, Ann sent under her post-leave key');
+  assert.deepEqual(preKids, [annPreKey.kid], 'before Dan joined, Ann sent under her post-leave key');
   const preKid = splitKid(preKids[0]), danKid = splitKid(danKey.kid);
   assert.notEqual(danKey.kid, preKids[0], 'Dan\'s KID differs from the pre-join frames\' KID');
   assert.equal(danKid.index, preKid.index);
@@ -256,7 +208,7 @@ test('after a leave the old keys open nothing new; a newcomer cannot open frames
   const preSamples = pick(pre), postSamples = pick(post);
   assert.equal(preSamples.length, 3, 'pre-join key, delta and audio frames');
   assert.equal(postSamples.length, 3, 'post-join key, delta and audio frames');
-  const r2 = openFrames({ ...req([...preSamples, ...postSamples], [danKey, annNewKey]), ratchet: 1 });
+  const r2 = openFrames({ ...req([...preSamples, ...postSamples], [danKey, annPreKey]), ratchet: 1 });
   const res = (/** @type {number} */ fi, /** @type {number} */ ki, /** @type {string} */ mode) => /** @type {any} */ (r2.find((r) => r.frame === fi && r.key === ki && r.mode === mode));
   for (let i = 0; i < preSamples.length; i++) {
     const asIs = res(i, 0, 'as-is'), forced = res(i, 0, 'forced');

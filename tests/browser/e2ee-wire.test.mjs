@@ -1,10 +1,11 @@
 // What the media path sees of an end-to-end encrypted call. The wire
 // inspector (tests/inspector) joins a real two-person call as a third
-// participant without keys, records every frame the two browsers send it,
-// and the test checks that each one is SFrame (RFC 9605) with Parley's KID
-// layout and counters, and that the bytes after the clear prefix look like
-// random data. Then a browser with the wrong link secret joins: it receives
-// the others' media but cannot show it, and its screen says so.
+// participant (it takes part in the key agreement, since pages connect only
+// to confirmed peers, but records only ciphertext), records every frame the
+// two browsers send it, and the test checks that each one is SFrame
+// (RFC 9605) with Parley's KID layout and counters, and that the bytes after
+// the clear prefix look like random data. Then a browser with the wrong
+// link secret tries to join: the server turns it away and its screen says so.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { deflateRawSync } from 'node:zlib';
@@ -77,7 +78,7 @@ const onFailure = (fn) => dumpOnFailure(() => open, () => ({
   'parley log': parley.logs,
 }), fn);
 
-test('on the wire every frame is SFrame, random beyond the clear prefix; a wrong-key browser cannot decode', { timeout: 120000 }, onFailure(async () => {
+test('on the wire every frame is SFrame, random beyond the clear prefix; a wrong-key browser is turned away', { timeout: 120000 }, onFailure(async () => {
   const t0 = Date.now();
   const room = await parley.room();
   const a = await launchBrowser(); open.push(a);
@@ -91,7 +92,7 @@ test('on the wire every frame is SFrame, random beyond the clear prefix; a wrong
   // makes the browsers send fewer frames (bounded at 30 s) ----
   const beforeA = await decoded(a.page), beforeB = await decoded(b.page);
   const tIn = Date.now();
-  const ins = inspector = runInspector({ base: parley.base, room: room.id, name: 'Wire Inspector', durationMs: 30000, bodyBytes: -1 });
+  const ins = inspector = runInspector({ base: parley.base, room: room.id, secret: room.secret, name: 'Wire Inspector', durationMs: 30000, bodyBytes: -1 });
   const enough = () => {
     const fs = ins.read().frames;
     const peers = [...new Set(fs.map((f) => f.peer))];
@@ -99,7 +100,7 @@ test('on the wire every frame is SFrame, random beyond the clear prefix; a wrong
       fs.filter((f) => f.peer === p && f.kind === 'video' && f.complete).length >= 110 &&
       fs.filter((f) => f.peer === p && f.kind === 'audio').length >= 220);
   };
-  // Meanwhile the call goes on: the key-less participant breaks nothing.
+  // Meanwhile the call goes on: the inspector breaks nothing.
   await sleep(5000);
   for (const p of [a.page, b.page]) {
     const s = await badge(p);
@@ -161,8 +162,9 @@ test('on the wire every frame is SFrame, random beyond the clear prefix; a wrong
     for (const f of audio) assert.equal(f.prefix, 0);
 
     // KID layout: one index per sender, generation >= 1; in a two-person call
-    // each sender ratcheted once (step 1) when the other joined, and the
-    // key-less inspector changed nothing.
+    // each sender ratcheted once (step 1) when the other joined, and once
+    // more (step 2) when it confirmed the inspector, which takes part in the
+    // key agreement (pages connect only to confirmed peers).
     const kids = [...new Set(all.map((f) => f.kidStr))];
     const idx = new Set(all.map((f) => f.index));
     console.log(`${name}: KIDs ${kids.map((k) => `${k} (index ${all.find((f) => f.kidStr === k)?.index}, gen ${all.find((f) => f.kidStr === k)?.gen}, step ${all.find((f) => f.kidStr === k)?.step})`).join(', ')}`);
@@ -171,7 +173,7 @@ test('on the wire every frame is SFrame, random beyond the clear prefix; a wrong
     for (const f of all) assert.ok(f.gen >= 1, `${name}: generation >= 1`);
     assert.deepEqual(kids.length, 1, `${name}: one KID for the whole capture`);
     assert.equal(all[0].gen, 1, `${name}: generation 1`);
-    assert.equal(all[0].step, 1, `${name}: ratchet step 1 (one join after theirs)`);
+    assert.equal(all[0].step, 2, `${name}: ratchet step 2 (Bob's join after theirs, then the inspector's)`);
 
     // CTRs strictly increasing per KID per stream (in RTP order).
     for (const kind of ['audio', 'video']) {
@@ -210,42 +212,24 @@ test('on the wire every frame is SFrame, random beyond the clear prefix; a wrong
   assert.ok(saved < 0.01, `deflate cannot compress the ciphertext by 1 % (saved ${(saved * 100).toFixed(3)} %)`);
 
   // ---- a browser with the wrong link secret ----
+  // Its join token (derived from the secret) is wrong, so the server turns
+  // it away before it learns anything of the call (docs/security.md §2.5),
+  // and the page says so in plain words. (A server that let it in anyway
+  // would get it no peer connection: tests/browser/access.test.mjs.)
   const c = await launchBrowser(); open.push(c);
   const wrong = randomBytes(16).toString('base64url');
-  await joinCall(c, `${parley.base}${room.url}?name=Carol&join=1#k=${wrong}`);
-  await waitForStats(c.page, (s) => s.length === 2 && s.every((x) => x.state === 'connected'), 'Carol connected to both');
-  const c1 = await inboundVideo(c.page);
+  await c.page.goto(`${parley.base}${room.url}?name=Carol&join=1#k=${wrong}`);
+  await c.page.locator('#error-text').filter({ hasText: 'This link is incomplete' }).waitFor({ timeout: 20000 });
+  assert.equal(await c.page.locator('#call').isVisible(), false, 'Carol is not in the call');
+  assert.equal(await c.page.evaluate(() => /** @type {any} */ (window).__pcs.length), 0, 'Carol made no peer connection');
   const a1 = await decoded(a.page), b1 = await decoded(b.page);
-  await sleep(6000);
-  const c2 = await inboundVideo(c.page);
+  await sleep(3000);
   const a2 = await decoded(a.page), b2 = await decoded(b.page);
-  console.log(`Carol (wrong secret), per connection, over 6 s: ${JSON.stringify(c2.map((x, i) => ({
-    packets: x.packetsReceived - c1[i].packetsReceived, bytes: x.bytesReceived - c1[i].bytesReceived,
-    framesReceived: x.framesReceived - c1[i].framesReceived, framesDecoded: x.framesDecoded - c1[i].framesDecoded,
-    pli: x.pliCount - c1[i].pliCount, totals: x })))}`);
-  console.log(`meanwhile Alice decoded ${a2 - a1}, Bob ${b2 - b1} frames`);
-  for (const [i, x] of c2.entries()) {
-    const got = x.packetsReceived - c1[i].packetsReceived;
-    const rec = x.framesReceived - c1[i].framesReceived;
-    const dec = x.framesDecoded - c1[i].framesDecoded;
-    assert.ok(got > 50, `Carol receives the others' video packets (connection ${i}: ${got})`);
-    // Carol's worker drops every frame it cannot open, before the decoder:
-    // if framesReceived counts them, decoding is far below it; if it does
-    // not, nothing is decoded at all.
-    if (rec > 0) assert.ok(dec < rec / 10, `Carol decodes far fewer frames than she receives (connection ${i}: ${dec} of ${rec})`);
-    else assert.equal(dec, 0, `Carol decodes nothing (connection ${i})`);
-    assert.ok(x.framesDecoded <= x.framesReceived / 10 || x.framesDecoded === 0, `Carol's totals: ${x.framesDecoded} decoded of ${x.framesReceived}`);
-  }
-  assert.ok(a2 - a1 > 30 && b2 - b1 > 30, `Alice and Bob still decode each other (${a2 - a1}, ${b2 - b1})`);
-  const cb = await badge(c.page);
-  console.log(`Carol's badge: ${JSON.stringify(cb)}`);
-  assert.equal(cb.cls, 'badge bad', 'Carol sees a red warning');
-  assert.match(cb.text, /^Warning: /);
+  assert.ok(a2 - a1 > 15 && b2 - b1 > 15, `Alice and Bob still decode each other (${a2 - a1}, ${b2 - b1})`);
   for (const [who, p] of [['Alice', a.page], ['Bob', b.page]]) {
     const s = await badge(/** @type {any} */ (p));
-    console.log(`${who}'s badge with Carol in the call: ${JSON.stringify(s)}`);
-    assert.equal(s.cls, 'badge bad', `${who} is warned about Carol`);
-    assert.match(s.text, /Carol/);
+    assert.equal(s.cls, 'badge ok', `${who}'s badge stays green: ${JSON.stringify(s)}`);
+    assert.equal(await /** @type {any} */ (p).getByText('Carol').count(), 0, `${who} never hears of Carol`);
   }
   console.log(`test time ${Date.now() - t0} ms`);
 }));

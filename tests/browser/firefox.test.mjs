@@ -3,11 +3,18 @@
 // both ways, with the same safety code on both screens. Chromium is the
 // playwright harness's; Firefox is Debian's firefox-esr driven by npm
 // puppeteer-core over WebDriver BiDi (tests/browser/firefox.mjs). Both
-// orders: whoever joins second makes the offer.
+// orders: whoever joins second makes the offer. Every call goes through a
+// recording proxy (proxy.mjs), which checks that no description either
+// browser sends or applies carries an audio-level RTP header extension
+// (they travel outside SRTP's encryption and tell who speaks), and which
+// plays a server that rewrites the codecs offered to Firefox: Firefox keeps
+// VP8 only, and refuses a video offer without it rather than send another
+// codec with a VP8-sized clear prefix (docs/security.md §3.6).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startParley, launchBrowser, sleep } from './harness.mjs';
 import { ensureFirefox, launchFirefox, recordPageInternals, callStats, e2eeCounters, badge } from './firefox.mjs';
+import { startProxy } from './proxy.mjs';
 
 // scripts/test.sh installs firefox-esr; skip only where it is missing and
 // cannot be installed here either.
@@ -61,15 +68,35 @@ async function waitSameCode(sides, timeoutMs = 20000) {
 }
 
 /**
+ * Asserts that no offer or answer that crossed the proxy, and no
+ * description either page applied, has an audio-level extension.
+ * @param {Awaited<ReturnType<typeof startProxy>>} proxy @param {Side[]} sides
+ */
+async function assertNoAudioLevels(proxy, sides) {
+  const sent = proxy.messages.filter((m) => m.dir === 'c2s' && (m.json?.type === 'offer' || m.json?.type === 'answer'));
+  assert.ok(sent.length >= 2, 'an offer and an answer crossed the server');
+  for (const m of sent) assert.doesNotMatch(m.json.sdp, /audio-level/, `no audio-level extension in a sent ${m.json.type}`);
+  for (const side of sides) {
+    const applied = await side.page.evaluate(() => /** @type {any} */ (window).__pcs.map((/** @type {RTCPeerConnection} */ pc) =>
+      [pc.localDescription?.sdp || '', pc.remoteDescription?.sdp || '']).flat());
+    assert.ok(applied.some((/** @type {string} */ x) => /m=audio/.test(x)), `${side.name}: descriptions applied`);
+    for (const sdp of applied) assert.doesNotMatch(sdp, /audio-level/, `${side.name}: no audio-level extension applied`);
+  }
+}
+
+/**
  * One call, the two joining in the given order; asserts decoding both ways,
  * audio, the SFrame counters and the badges, and reports the figures.
  * @param {import('node:test').TestContext} t
  * @param {'firefox'|'chromium'} second who joins second (and so offers)
- * @param {{relay?: boolean}} [opts] relay: both join with relay=1
+ * @param {{relay?: boolean, hook?: import('./proxy.mjs').Hook}} [opts] relay: both join with relay=1; hook: the proxy's rewriting
  */
 async function crossCall(t, second, opts = {}) {
   const extra = opts.relay ? '&relay=1' : '';
   const room = await parley.room();
+  const proxy = await startProxy(parley.base, { hook: opts.hook });
+  open.push(proxy);
+  const link = (/** @type {string} */ q) => `${proxy.base}${room.url}?${q}#k=${room.secret}`;
   const chromium = await launchBrowser();
   open.push(chromium);
   await chromium.ctx.addInitScript(recordPageInternals);
@@ -88,7 +115,7 @@ async function crossCall(t, second, opts = {}) {
   try {
     const order = second === 'firefox' ? [chrome, fox] : [fox, chrome];
     for (const side of order) {
-      await join(side, room.link((side === chrome ? 'name=Chrome&join=1' : 'name=Fox&join=1') + extra));
+      await join(side, link((side === chrome ? 'name=Chrome&join=1' : 'name=Fox&join=1') + extra));
     }
     // The other's name is on each screen.
     await chrome.page.getByText('Fox', { exact: true }).waitFor({ timeout: 20000 });
@@ -158,6 +185,9 @@ async function crossCall(t, second, opts = {}) {
       assert.match(bb.code, /^\d{4} \d{4} \d{4}$/, `${side}: the safety code`);
     }
     assert.equal(bc.code, bf.code, 'the same safety code on both screens');
+    await assertNoAudioLevels(proxy, [chrome, fox]);
+    t.diagnostic(`codecs: Chromium receives ${b.c.videoCodec}, Firefox receives ${b.f.videoCodec}`);
+    for (const x of [b.c, b.f]) assert.match(x.videoCodec, /VP8/i, 'VP8 both ways');
 
     t.diagnostic(`${second} joined second (offered)${extra}; codes: Chromium "${bc.code}", Firefox "${bf.code}"`);
     t.diagnostic(`Chromium decoded ${b.c.videoFramesDecoded}/${b.c.videoFramesReceived} frames of Firefox's video (${b.c.videoCodec}), ` +
@@ -170,18 +200,102 @@ async function crossCall(t, second, opts = {}) {
     console.log('--- parley log (tail) ---\n' + parley.logs.split('\n').slice(-40).join('\n'));
     throw e;
   } finally {
-    for (const x of [firefox, chromium]) {
+    for (const x of [firefox, chromium, proxy]) {
       await x.close();
       open = open.filter((o) => o !== x);
     }
   }
 }
 
-test('Chromium ↔ Firefox, Firefox joins second (Firefox offers): E2EE decodes both ways, same safety code', { skip: noFirefox || false, timeout: 180000 },
-  (t) => crossCall(t, 'firefox'));
+/**
+ * Rewrites the video section of an offer: with keepVP8, an H.264 payload
+ * type is added in front of VP8 (the offerer would prefer it); without,
+ * VP8 is renamed H.264 and everything else dropped, so H.264 is all that is
+ * offered. What a server could do to make Firefox, which has no working
+ * setCodecPreferences, send another codec. (Chromium offers VP8 only: its
+ * codec preferences are set.)
+ * @param {string} sdp @param {boolean} keepVP8
+ */
+function preferH264(sdp, keepVP8) {
+  const h264 = 'H264/90000';
+  const fmtp = 'level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f';
+  const [head, ...secs] = sdp.split(/\r\n(?=m=)/);
+  return [head, ...secs.map((sec) => {
+    const lines = sec.split('\r\n');
+    const m = /^m=video (\S+) (\S+) (.*)$/.exec(lines[0]);
+    if (!m) return sec;
+    const pts = m[3].split(' ');
+    const vp8 = pts.find((pt) => lines.some((l) => l.startsWith(`a=rtpmap:${pt} VP8/`)));
+    if (!vp8) throw new Error('no VP8 in the offer to rewrite');
+    if (keepVP8) {
+      let pt = 120;
+      while (pts.includes(String(pt))) pt++;
+      const at = lines.findIndex((l) => l.startsWith('a=rtpmap:'));
+      lines.splice(at, 0, `a=rtpmap:${pt} ${h264}`, `a=fmtp:${pt} ${fmtp}`, `a=rtcp-fb:${pt} nack`, `a=rtcp-fb:${pt} nack pli`);
+      lines[0] = `m=video ${m[1]} ${m[2]} ${[String(pt), ...pts].join(' ')}`;
+      return lines.join('\r\n');
+    }
+    const body = lines.slice(1).filter((l) => { const x = /^a=(?:rtpmap|fmtp|rtcp-fb):(\d+) /.exec(l); return !x || (x[1] === vp8 && !l.startsWith('a=fmtp:')); })
+      .map((l) => (l.startsWith(`a=rtpmap:${vp8} `) ? `a=rtpmap:${vp8} ${h264}\r\na=fmtp:${vp8} ${fmtp}` : l));
+    return [`m=video ${m[1]} ${m[2]} ${vp8}`, ...body].join('\r\n');
+  })].join('\r\n');
+}
 
-test('Chromium ↔ Firefox, Chromium joins second (Chromium offers): E2EE decodes both ways, same safety code', { skip: noFirefox || false, timeout: 180000 },
-  (t) => crossCall(t, 'chromium'));
+test('a server that offers Firefox H.264 first gets VP8 from it: E2EE decodes both ways', { skip: noFirefox || false, timeout: 180000 }, async (t) => {
+  /** @type {string[]} */
+  const seen = [];
+  await crossCall(t, 'chromium', {
+    hook: (dir, conn, m) => {
+      if (dir === 's2c' && m.type === 'offer') {
+        const sdp = preferH264(m.sdp, true);
+        seen.push(sdp);
+        return [{ ...m, sdp }];
+      }
+      if (dir === 'c2s' && m.type === 'answer') seen.push('answer ' + m.sdp);
+      return undefined;
+    },
+  });
+  const offers = seen.filter((x) => !x.startsWith('answer '));
+  const answers = seen.filter((x) => x.startsWith('answer '));
+  assert.ok(offers.length >= 1 && offers.every((x) => /m=video \S+ \S+ 12\d /.test(x) && /H264/.test(x)), 'Firefox was offered H.264 first');
+  assert.ok(answers.length >= 1 && answers.every((x) => !/H264/.test(x) && /VP8/.test(x)), 'Firefox answered VP8 and no H.264');
+});
+
+test('a server that offers Firefox H.264 only is refused: Firefox answers nothing and sends no video', { skip: noFirefox || false, timeout: 120000 }, async (t) => {
+  const room = await parley.room();
+  /** @type {number[]} */
+  const rewritten = [];
+  const proxy = await startProxy(parley.base, {
+    hook: (dir, conn, m) => {
+      if (dir === 's2c' && m.type === 'offer' && /H264/.test(m.sdp)) {
+        rewritten.push(conn);
+        return [{ ...m, sdp: preferH264(m.sdp, false) }];
+      }
+      return undefined;
+    },
+  });
+  const chromium = await launchBrowser();
+  const firefox = await launchFirefox();
+  open.push(proxy, chromium, firefox);
+  const link = (/** @type {string} */ q) => `${proxy.base}${room.url}?${q}#k=${room.secret}`;
+  try {
+    await join({ name: 'Firefox', page: firefox.page, consoleLines: firefox.consoleLines }, link('name=Fox&join=1'));
+    await join({ name: 'Chromium', page: chromium.page, consoleLines: chromium.consoleLines }, link('name=Chrome&join=1'));
+    await firefox.page.waitForFunction(() => /Could not set up the connection with Chrome/.test(document.getElementById('status')?.textContent || ''), { timeout: 30000 });
+    await sleep(3000);
+    assert.ok(rewritten.length >= 1, 'the proxy rewrote an offer to Firefox');
+    const answers = proxy.messages.filter((m) => m.dir === 'c2s' && m.json?.type === 'answer');
+    assert.deepEqual(answers, [], 'Firefox sent no answer');
+    const fs = await callStats(firefox.page);
+    t.diagnostic(`Firefox after the H.264-only offer: ${JSON.stringify(fs)}`);
+    assert.ok(fs.every((c) => c.outVideoBytes === 0), 'Firefox sent no video');
+    const counters = await e2eeCounters(firefox.page);
+    assert.ok(!counters || counters.sent === 0 || fs.every((c) => c.outVideoBytes === 0), 'nothing sealed went out');
+  } catch (e) {
+    console.log('--- Firefox console ---\n' + firefox.consoleLines.slice(-40).join('\n'));
+    throw e;
+  }
+});
 
 test('Chromium ↔ Firefox through Parley\'s TURN relay (relay=1 on both): E2EE decodes both ways, same safety code', { skip: noFirefox || false, timeout: 180000 },
   (t) => crossCall(t, 'firefox', { relay: true }));

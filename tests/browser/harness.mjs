@@ -3,7 +3,7 @@
 // camera and microphone, and reads what a person would see (decoded
 // frames, audio samples, text on screen) from the pages.
 import { spawn, execFileSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { randomBytes, hkdfSync, createHash } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { createSocket } from 'node:dgram';
@@ -76,13 +76,17 @@ export async function startParley(extra = []) {
     base, turnPort, proc,
     get logs() { return logs; },
     async room() {
-      const r = await fetch(base + '/api/rooms', { method: 'POST' });
-      if (r.status !== 201) throw new Error('room creation: ' + r.status);
-      const room = /** @type {{id: string, url: string}} */ (await r.json());
-      // The link secret, made on the client side as the landing page does.
+      // The link secret, made on the client side as the landing page does,
+      // and the verifier of its join token (docs/security.md §2.5).
       const secret = randomBytes(16).toString('base64url');
+      const { token, verifier } = joinTokenOf(secret);
+      const r = await fetch(base + '/api/rooms', {
+        method: 'POST', headers: { Origin: base, 'Content-Type': 'application/json' }, body: JSON.stringify({ joinVerifier: verifier }),
+      });
+      if (r.status !== 201) throw new Error('room creation: ' + r.status + ' ' + await r.text());
+      const room = /** @type {{id: string, url: string}} */ (await r.json());
       return {
-        ...room, secret,
+        ...room, secret, token,
         /** The call link with query parameters and the #k= secret. @param {string} query */
         link: (query) => `${base}${room.url}?${query}#k=${secret}`,
       };
@@ -105,6 +109,18 @@ export async function startParley(extra = []) {
       }
     },
   };
+}
+
+/**
+ * The join token of a link secret (b64url), and its verifier, computed as
+ * e2ee/keys.js does: T = HKDF(S, 32 zero bytes, "parley/1 join-token", 32),
+ * V = SHA-256("parley/1 join-verifier" || T).
+ * @param {string} secret b64url
+ */
+export function joinTokenOf(secret) {
+  const t = Buffer.from(hkdfSync('sha256', Buffer.from(secret, 'base64url'), Buffer.alloc(32), 'parley/1 join-token', 32));
+  const v = createHash('sha256').update('parley/1 join-verifier').update(t).digest();
+  return { token: t.toString('base64url'), verifier: v.toString('base64url') };
 }
 
 export const sleep = (/** @type {number} */ ms) => new Promise((r) => setTimeout(r, ms));
@@ -261,4 +277,62 @@ export function dumpOnFailure(browsers, logs, fn) {
       throw e;
     }
   };
+}
+
+// Runs in every page before the app: records each key the page gives its
+// worker. 'send-key' transfers the key's buffer, so the bytes are copied
+// before the real postMessage runs.
+export const recordKeys = () => {
+  /** @type {{op: string, peer: string, kid: string, key: string, t: number}[]} */
+  const log = [];
+  // @ts-ignore
+  window.__keyLog = log;
+  const orig = Worker.prototype.postMessage;
+  // @ts-ignore
+  Worker.prototype.postMessage = function (msg, ...rest) {
+    try {
+      if (msg && (msg.op === 'send-key' || msg.op === 'recv-key') && msg.key instanceof Uint8Array) {
+        const key = Array.from(msg.key, (b) => b.toString(16).padStart(2, '0')).join('');
+        log.push({ op: msg.op, peer: msg.peer || '', kid: String(msg.kid), key, t: Date.now() });
+      }
+      if (!this.__watched) {
+        // The worker's own counters (opened/dropped per peer), answered to the app's 1 s stats requests.
+        this.__watched = true;
+        this.addEventListener('message', (/** @type {MessageEvent} */ ev) => {
+          // @ts-ignore
+          if (ev.data?.op === 'stats') window.__workerStats = ev.data.stats;
+        });
+      }
+    } catch { /* never break the app */ }
+    // @ts-ignore
+    return orig.call(this, msg, ...rest);
+  };
+};
+
+/** @typedef {{op: string, peer: string, kid: string, key: string, t: number}} KeyEntry */
+/** The keys a page gave its worker so far (pages started with recordKeys). @param {import('playwright-core').Page} page @returns {Promise<KeyEntry[]>} */
+// @ts-ignore
+export const keyLog = (page) => page.evaluate(() => window.__keyLog.slice());
+
+/** The worker's last stats: {sent, unsent, peers: {[id]: {opened, dropped, reasons}}}. @param {import('playwright-core').Page} page */
+// @ts-ignore
+export const workerStats = (page) => page.evaluate(() => window.__workerStats || null);
+
+/** What the encryption badge shows. @param {import('playwright-core').Page} page */
+export const badge = (page) => page.evaluate(() => ({
+  cls: document.getElementById('e2ee-badge')?.className || '',
+  text: document.getElementById('e2ee-title')?.textContent || '',
+  holders: document.getElementById('e2ee-holders')?.textContent || '',
+  code: document.getElementById('e2ee-code')?.textContent || '',
+}));
+
+/** Until fn() is truthy, or fail. @template T @param {() => Promise<T>|T} fn @param {string} what @param {number} [ms] @returns {Promise<T>} */
+export async function until(fn, what, ms = 15000) {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() > end) throw new Error('timed out waiting for ' + what);
+    await sleep(250);
+  }
 }

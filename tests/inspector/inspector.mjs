@@ -6,6 +6,8 @@ import { mkdtempSync, readFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { KeyAgreement } from '../../e2ee/keys.js';
+import { joinTokenOf } from '../browser/harness.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const repo = join(here, '..', '..');
@@ -33,14 +35,23 @@ export function buildInspector() {
 let runs = 0;
 /**
  * Starts the inspector in a room. `done` resolves when it has left by itself.
- * @param {{base: string, room: string, name?: string, durationMs: number, bodyBytes?: number, pliMs?: number}} o
+ * With `secret` (the link secret, b64url) it joins with the room's join
+ * token and takes part in the key agreement through e2ee/keys.js, run here
+ * in Node: pages connect only to peers whose keys they confirmed, so a
+ * listener without keys would get no media. The keys it receives are
+ * recorded in `keys` but the inspector itself only records ciphertext.
+ * @param {{base: string, room: string, secret?: string, name?: string, durationMs: number, bodyBytes?: number, pliMs?: number}} o
  */
 export function runInspector(o) {
   const bin = buildInspector();
   const out = join(work, `frames-${++runs}.jsonl`);
   const args = ['-url', o.base, '-room', o.room, '-name', o.name || 'Inspector', '-duration', `${o.durationMs}ms`,
     '-out', out, '-body-bytes', String(o.bodyBytes ?? -1), '-pli', `${o.pliMs ?? 1000}ms`];
-  const proc = spawn(bin, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  if (o.secret) args.push('-token', joinTokenOf(o.secret).token, '-bridge');
+  const proc = spawn(bin, args, { stdio: [o.secret ? 'pipe' : 'ignore', o.secret ? 'pipe' : 'ignore', 'pipe'] });
+  /** @type {{op: string, peer: string, kid: string}[]} */
+  const keys = [];
+  if (o.secret) bridgeKeys(proc, o.room, o.secret, keys);
   let log = '';
   proc.stderr.on('data', (d) => { log += d; });
   const done = new Promise((resolve, reject) => {
@@ -58,7 +69,7 @@ export function runInspector(o) {
   const events = [];
   let seen = 0;
   return {
-    proc, out, done,
+    proc, out, done, keys,
     get log() { return log; },
     /** Everything recorded so far (the file is flushed per line; read on from where the last call stopped). */
     read() {
@@ -79,6 +90,52 @@ export function runInspector(o) {
     },
     stop() { if (proc.exitCode === null) proc.kill('SIGTERM'); },
   };
+}
+
+/**
+ * Runs the inspector's side of the key agreement (e2ee/keys.js) over its
+ * bridge: e2ee payloads in and out, and a "call" once a peer that was in
+ * the room before us is confirmed, as the page does (session.js).
+ * @param {import('node:child_process').ChildProcess} proc @param {string} room @param {string} secret
+ * @param {{op: string, peer: string, kid: string}[]} keys
+ */
+function bridgeKeys(proc, room, secret, keys) {
+  const write = (/** @type {object} */ v) => { try { proc.stdin?.write(JSON.stringify(v) + '\n'); } catch {} };
+  /** @type {KeyAgreement|null} */
+  let ka = null;
+  const toCall = new Set();
+  const ka0 = new KeyAgreement(room, Buffer.from(secret, 'base64url'), {
+    send: (payload, to) => write(to ? { type: 'e2ee', to, payload } : { type: 'e2ee', payload }),
+    installSendKey: (kid) => keys.push({ op: 'send-key', peer: '', kid: String(kid) }),
+    installRecvKey: (peer, kid) => keys.push({ op: 'recv-key', peer, kid: String(kid) }),
+    dropPeer: () => {},
+    onChange: () => {
+      for (const pid of ka0.confirmed()) if (toCall.delete(pid)) write({ type: 'call', id: pid });
+    },
+    onWarning: (peer, text) => console.log(`inspector key agreement: ${peer}: ${text}`),
+  });
+  let buf = '';
+  proc.stdout?.on('data', (d) => {
+    buf += d;
+    let i;
+    while ((i = buf.indexOf('\n')) >= 0) {
+      const line = buf.slice(0, i);
+      buf = buf.slice(i + 1);
+      let m;
+      try { m = JSON.parse(line); } catch { continue; }
+      if (m.type === 'welcome') {
+        for (const p of m.peers || []) toCall.add(p.id);
+        ka = ka0;
+        ka.start(m.id);
+      } else if (m.type === 'e2ee' && ka) {
+        ka.onMessage(m.from, m.payload);
+      } else if (m.type === 'peer-left' && ka) {
+        toCall.delete(m.id);
+        ka.peerLeft(m.id);
+      }
+    }
+  });
+  proc.once('exit', () => ka0.stop());
 }
 
 /**

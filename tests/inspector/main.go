@@ -15,6 +15,18 @@
 // frameRec). It sends PLIs to every video sender so key frames keep coming,
 // and leaves the room by itself after -duration.
 //
+// With -token it sends the room's join token (docs/security.md §2.5), and
+// with -bridge it takes part in the end-to-end key agreement through its
+// standard input and output, which inspector.mjs connects to e2ee/keys.js
+// running in Node: pages connect only to peers whose keys they confirmed
+// (§3.4), so a keyless listener would get no media at all. Bridge lines,
+// one JSON object each:
+//
+//	out: {"type":"welcome","id":..,"peers":[..]}  {"type":"e2ee","from":..,"payload":..}  {"type":"peer-left","id":..}
+//	in:  {"type":"e2ee","to":..,"payload":..}      {"type":"call","id":..}  (offer to a confirmed peer)
+//
+// The keys it is given are not used: it records ciphertext as before.
+//
 // Open mode:
 //
 //	inspector -open < request.json
@@ -75,6 +87,8 @@ func main() {
 		bodyBytes = flag.Int("body-bytes", 64, "how many bytes of each frame's body (after prefix and SFrame header) to record in hex; -1 records every byte")
 		pli       = flag.Duration("pli", time.Second, "interval of the PLIs sent to every video sender")
 		openMode  = flag.Bool("open", false, "decrypt mode: read an open request (JSON) on stdin, print results")
+		token     = flag.String("token", "", "the room's join token (b64url)")
+		bridge    = flag.Bool("bridge", false, "take part in the key agreement over stdin/stdout (see the package doc)")
 	)
 	flag.Parse()
 	if *openMode {
@@ -97,7 +111,7 @@ func main() {
 		w = f
 	}
 	ins := &inspector{
-		base: *base, room: *room, name: *name, bodyBytes: *bodyBytes, pliEvery: *pli,
+		base: *base, room: *room, name: *name, token: *token, bridge: *bridge, bodyBytes: *bodyBytes, pliEvery: *pli,
 		out: bufio.NewWriterSize(w, 1<<16), peers: map[string]*peer{}, counts: map[string]int{},
 		done: make(chan struct{}),
 	}
@@ -114,6 +128,7 @@ type message struct {
 	Version    int             `json:"version,omitempty"`
 	Room       string          `json:"room,omitempty"`
 	Name       string          `json:"name,omitempty"`
+	Token      string          `json:"token,omitempty"`
 	ID         string          `json:"id,omitempty"`
 	Peers      []peerInfo      `json:"peers,omitempty"`
 	ICEServers []iceServer     `json:"iceServers,omitempty"`
@@ -122,6 +137,7 @@ type message struct {
 	From       string          `json:"from,omitempty"`
 	SDP        string          `json:"sdp,omitempty"`
 	Candidate  json.RawMessage `json:"candidate,omitempty"`
+	Payload    json.RawMessage `json:"payload,omitempty"`
 	Reason     string          `json:"reason,omitempty"`
 	Code       string          `json:"code,omitempty"`
 	Message    string          `json:"message,omitempty"`
@@ -140,6 +156,9 @@ type iceServer struct {
 
 type inspector struct {
 	base, room, name string
+	token            string
+	bridge           bool
+	bridgeMu         sync.Mutex // serialises bridge lines on stdout
 	bodyBytes        int
 	pliEvery         time.Duration
 
@@ -243,7 +262,7 @@ func (ins *inspector) connect() error {
 	}
 	ins.ws = ws
 	ws.SetReadLimit(1 << 20)
-	if err := ins.send(message{Type: "join", Version: 1, Room: ins.room, Name: ins.name}); err != nil {
+	if err := ins.send(message{Type: "join", Version: 1, Room: ins.room, Name: ins.name, Token: ins.token}); err != nil {
 		return err
 	}
 	ws.SetReadDeadline(time.Now().Add(10 * time.Second))
@@ -260,10 +279,54 @@ func (ins *inspector) connect() error {
 		ins.ice = append(ins.ice, webrtc.ICEServer{URLs: s.URLs, Username: s.Username, Credential: s.Credential})
 	}
 	ins.event(map[string]any{"event": "welcome", "id": wm.ID, "peers": wm.Peers, "iceServers": len(wm.ICEServers)})
+	if ins.bridge {
+		// Calls wait for the key agreement: "call" lines on stdin.
+		for _, p := range wm.Peers {
+			ins.rememberName(p.ID, p.Name)
+		}
+		ins.toBridge(map[string]any{"type": "welcome", "id": wm.ID, "peers": wm.Peers})
+		go ins.fromBridge()
+		return nil
+	}
 	for _, p := range wm.Peers {
 		ins.offerTo(p.ID, p.Name)
 	}
 	return nil
+}
+
+// toBridge writes one bridge line on stdout.
+func (ins *inspector) toBridge(v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return
+	}
+	ins.bridgeMu.Lock()
+	defer ins.bridgeMu.Unlock()
+	os.Stdout.Write(append(b, '\n'))
+}
+
+// fromBridge reads bridge lines from stdin until it closes.
+func (ins *inspector) fromBridge() {
+	sc := bufio.NewScanner(os.Stdin)
+	sc.Buffer(make([]byte, 1<<16), 1<<20)
+	for sc.Scan() {
+		var m struct {
+			Type    string          `json:"type"`
+			To      string          `json:"to"`
+			ID      string          `json:"id"`
+			Payload json.RawMessage `json:"payload"`
+		}
+		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+			log.Printf("bad bridge line: %v", err)
+			continue
+		}
+		switch m.Type {
+		case "e2ee":
+			_ = ins.send(message{Type: "e2ee", To: m.To, Payload: m.Payload})
+		case "call":
+			go ins.offerTo(m.ID, nameOf(m.ID))
+		}
+	}
 }
 
 func (ins *inspector) send(m message) error {
@@ -302,6 +365,9 @@ func (ins *inspector) handle(m message) {
 		}
 	case "peer-left":
 		ins.event(map[string]any{"event": "peer-left", "peer": m.ID, "reason": m.Reason})
+		if ins.bridge {
+			ins.toBridge(map[string]any{"type": "peer-left", "id": m.ID})
+		}
 		ins.mu.Lock()
 		p := ins.peers[m.ID]
 		delete(ins.peers, m.ID)
@@ -316,8 +382,12 @@ func (ins *inspector) handle(m message) {
 	case "candidate":
 		ins.onCandidate(m)
 	case "e2ee":
-		// Key agreement messages: the inspector has no keys and takes no part.
-		ins.event(map[string]any{"event": "e2ee-ignored", "from": m.From})
+		if ins.bridge {
+			ins.toBridge(map[string]any{"type": "e2ee", "from": m.From, "payload": m.Payload})
+			ins.event(map[string]any{"event": "e2ee-bridged", "from": m.From})
+		} else {
+			ins.event(map[string]any{"event": "e2ee-ignored", "from": m.From})
+		}
 	case "error":
 		ins.event(map[string]any{"event": "error", "code": m.Code, "message": m.Message})
 	}

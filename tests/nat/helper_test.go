@@ -18,6 +18,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -26,6 +27,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -36,6 +38,8 @@ import (
 	"github.com/pion/rtp"
 	"github.com/pion/stun/v4"
 	"github.com/pion/webrtc/v4"
+
+	"github.com/parleyhq/parley/signaling"
 )
 
 const (
@@ -205,9 +209,18 @@ type createResult struct {
 	URL string `json:"url"`
 }
 
+// natJoinToken is the join token of every room these tests make: the pion
+// peers hold no link secret, so the token stands in for one derived from it
+// (docs/security.md §2.5).
+var natJoinToken = bytes.Repeat([]byte{7}, signaling.JoinTokenBytes)
+
 func createRoom() (createResult, error) {
 	var res createResult
-	resp, err := httpClient().Post("https://"+os.Getenv("NAT_SERVER")+"/api/rooms", "application/json", nil)
+	origin := "https://" + os.Getenv("NAT_SERVER")
+	verifier := `{"joinVerifier":"` + base64.RawURLEncoding.EncodeToString(signaling.JoinVerifier(natJoinToken)) + `"}`
+	req, _ := http.NewRequest("POST", origin+"/api/rooms", strings.NewReader(verifier))
+	req.Header.Set("Origin", origin)
+	resp, err := httpClient().Do(req)
 	if err != nil {
 		return res, err
 	}
@@ -311,7 +324,7 @@ func peer(res *peerResult) error {
 
 	// Signaling over WSS on 443.
 	d := websocket.Dialer{TLSClientConfig: &tls.Config{RootCAs: caPool()}, HandshakeTimeout: 10 * time.Second}
-	ws, _, err := d.DialContext(ctx, "wss://"+server+"/ws", nil)
+	ws, _, err := d.DialContext(ctx, "wss://"+server+"/ws", http.Header{"Origin": {"https://" + server}})
 	if err != nil {
 		return fmt.Errorf("signaling WebSocket: %w", err)
 	}
@@ -324,7 +337,8 @@ func peer(res *peerResult) error {
 		ws.SetWriteDeadline(time.Now().Add(5 * time.Second))
 		return ws.WriteJSON(v)
 	}
-	if err := send(map[string]any{"type": "join", "version": 1, "room": os.Getenv("NAT_ROOM"), "name": role}); err != nil {
+	if err := send(map[string]any{"type": "join", "version": 1, "room": os.Getenv("NAT_ROOM"), "name": role,
+		"token": base64.RawURLEncoding.EncodeToString(natJoinToken)}); err != nil {
 		return fmt.Errorf("join: %w", err)
 	}
 	var welcome signal

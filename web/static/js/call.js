@@ -10,7 +10,7 @@
 
 import { CallSession } from './session.js';
 import { socketURL, SignalingError } from './protocol.js';
-import { linkSecretFromHash, e2eeSupported } from '../e2ee/keys.js';
+import { linkSecretFromHash, e2eeSupported, joinToken } from '../e2ee/keys.js';
 
 /**
  * @param {string} id
@@ -174,14 +174,17 @@ async function startPreview() {
 
 async function checkRoom() {
   try {
-    const res = await fetch('/api/rooms/' + encodeURIComponent(roomId));
+    // The join token proves we hold the link; without it the server says
+    // only whether the room exists.
+    const token = await joinToken(/** @type {Uint8Array} */ (linkSecret));
+    const res = await fetch('/api/rooms/' + encodeURIComponent(roomId), { headers: { 'Parley-Join-Token': token } });
     if (res.status === 404) {
       return 'This call link is not valid any more. Ask the person who sent it for a new link.';
     }
     if (!res.ok) return '';
-    /** @type {{participants: number, maxPeers: number}} */
+    /** @type {{participants?: number, maxPeers?: number}} */
     const info = await res.json();
-    if (info.participants >= info.maxPeers) {
+    if (info.participants !== undefined && info.maxPeers !== undefined && info.participants >= info.maxPeers) {
       return 'This call already has the most people it can hold. Ask the organiser to start a new call.';
     }
     return '';
@@ -308,7 +311,8 @@ function showSecurity(sec) {
   const badge = el('e2ee-badge');
   const title = el('e2ee-title');
   el('e2ee-code').textContent = sec.code;
-  el('e2ee-holders').textContent = sec.holders.length ? 'Keys shared with: ' + sec.holders.join(', ') + '.' : '';
+  el('e2ee-holders').textContent = (sec.holders.length ? 'Keys shared with: ' + sec.holders.join(', ') + '.' : '') +
+    (sec.suspended.length ? ` Connection lost with ${sec.suspended.join(', ')}: not sharing new keys until it is back.` : '');
   // A code means something only when there is someone to compare it with.
   el('e2ee-code-line').hidden = !sec.code || sec.confirmed.length === 0;
   if (sec.problems.length) {

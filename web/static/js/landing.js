@@ -3,7 +3,7 @@
 // The link's secret (#k=...) is made here, in the creator's browser: it is
 // never sent to the server.
 
-import { newLinkSecret } from '../e2ee/keys.js';
+import { newLinkSecret, unb64url, joinVerifier } from '../e2ee/keys.js';
 
 /** @param {string} id */
 function el(id) {
@@ -20,14 +20,21 @@ start.addEventListener('click', async () => {
   start.disabled = true;
   errorBox.hidden = true;
   try {
-    const res = await fetch('/api/rooms', { method: 'POST' });
+    // The secret is made here; the server gets only the verifier of the
+    // join token derived from it (docs/security.md §2.5).
+    const secret = newLinkSecret();
+    const res = await fetch('/api/rooms', {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ joinVerifier: await joinVerifier(unb64url(secret)) }),
+    });
     /** @type {{id?: string, url?: string, message?: string}} */
     const body = await res.json().catch(() => ({}));
     if (!res.ok || !body.url) {
       throw new Error(body.message || 'The server could not create a consultation. Please try again.');
     }
     const url = new URL(body.url, location.origin);
-    url.hash = 'k=' + newLinkSecret();
+    url.hash = 'k=' + secret;
     link.value = url.href;
     /** @type {HTMLAnchorElement} */ (el('open')).href = url.pathname + url.search + url.hash;
     el('created').hidden = false;

@@ -67,9 +67,10 @@ export class SignalingClient {
    * SignalingError (room-not-found, room-full, bad-name, unreachable, ...).
    * @param {string} room
    * @param {string} name
+   * @param {string} token the join token, b64url (docs/security.md §2.5)
    * @returns {Promise<Welcome>}
    */
-  join(room, name) {
+  join(room, name, token) {
     return new Promise((resolve, reject) => {
       let settled = false;
       let ws;
@@ -81,7 +82,7 @@ export class SignalingClient {
       }
       this.ws = ws;
       ws.onopen = () => {
-        ws.send(JSON.stringify({ type: 'join', version: PROTOCOL_VERSION, room, name }));
+        ws.send(JSON.stringify({ type: 'join', version: PROTOCOL_VERSION, room, name, token }));
       };
       ws.onmessage = (ev) => {
         /** @type {Message} */

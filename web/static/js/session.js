@@ -4,7 +4,8 @@
 // (call.js) listens to the callbacks.
 
 import { SignalingClient, SignalingError } from './protocol.js';
-import { KeyAgreement } from '../e2ee/keys.js';
+import { KeyAgreement, joinToken } from '../e2ee/keys.js';
+import { localSDP, remoteSDP } from './sdp.js';
 
 /** RTCRtpScriptTransform where the browser has it; else createEncodedStreams. */
 const useScriptTransform = typeof RTCRtpScriptTransform !== 'undefined';
@@ -16,7 +17,8 @@ const isFirefox = /Firefox\//.test(navigator.userAgent);
  * @typedef {{
  *   id: string, name: string, pc: RTCPeerConnection, stream: MediaStream, polite: boolean,
  *   makingOffer: boolean, ignoreOffer: boolean, pendingCandidates: RTCIceCandidateInit[],
- *   state: string, restartTimer: number, badSeconds: number, codecsSet?: WeakSet<RTCRtpTransceiver>
+ *   state: string, restartTimer: number, badSeconds: number, codecsSet?: WeakSet<RTCRtpTransceiver>,
+ *   createdAt: number, everConnected: boolean, downSince: number, upSince: number,
  * }} Remote
  * @typedef {{
  *   onRemoteAdded?: (r: Remote) => void,
@@ -26,28 +28,23 @@ const isFirefox = /Firefox\//.test(navigator.userAgent);
  *   onFatal?: (e: SignalingError) => void,
  *   onSecurity?: (s: Security) => void,
  * }} SessionEvents
- * @typedef {{code: string, confirmed: string[], holders: string[], problems: {peer: string, name: string, text: string}[]}} Security
+ * @typedef {{code: string, confirmed: string[], holders: string[], suspended: string[], problems: {peer: string, name: string, text: string}[]}} Security
  * @typedef {{sent: number, unsent: number, peers: Record<string, {opened: number, dropped: number, reasons: Record<string, number>}>}} WorkerStats
  */
 
 /**
- * Asks for constant-bitrate Opus without discontinuous transmission
- * (cbr=1; usedtx=0) in our description, which tells the other side how to
- * send to us: encrypted frames then all have one size, so their sizes do
- * not reveal the rhythm of speech.
- * @param {string} sdp
+ * A confirmed peer whose connection stays down this long stops getting our
+ * keys (docs/security.md §3.5). Chromium reports "disconnected" about 8 s
+ * after a peer goes silent, so a silent departure is cut off within about
+ * 12 s.
  */
-export function opusCBR(sdp) {
-  const pts = [...sdp.matchAll(/^a=rtpmap:(\d+) opus\/48000/gim)].map((m) => m[1]);
-  let out = sdp;
-  for (const pt of pts) {
-    out = out.replace(new RegExp(`^(a=fmtp:${pt} )(.*)$`, 'm'), (_, head, params) => {
-      const kept = String(params).split(';').filter((p) => !/^\s*(cbr|usedtx)=/.test(p));
-      return head + [...kept, 'cbr=1', 'usedtx=0'].join(';');
-    });
-  }
-  return out;
-}
+export const SUSPEND_AFTER_MS = 3000;
+/** ... and gets them back once its connection has been up this long without a break. */
+export const UNSUSPEND_AFTER_MS = 5000;
+/** ... as does one whose connection never comes up. */
+export const NEVER_CONNECTED_MS = 30000;
+/** Offers and candidates from a peer not yet confirmed are held this long, at most. */
+const HOLD_MS = 30000;
 
 export class CallSession {
   /**
@@ -59,6 +56,7 @@ export class CallSession {
     this.name = opts.name;
     this.stream = opts.stream;
     this.relay = opts.relay;
+    this.secret = opts.secret;
     this.events = events;
     this.sig = new SignalingClient(opts.wsURL);
     /** @type {Map<string, Remote>} */
@@ -67,8 +65,20 @@ export class CallSession {
     /** @type {RTCIceServer[]} */
     this.iceServers = [];
     this.ended = false;
-    /** Names learnt from peer-joined, for the peers that will call us. @type {Map<string, string>} */
+    /** Names learnt from welcome and peer-joined. @type {Map<string, string>} */
     this.names = new Map();
+    /** Names of peers that left, for warnings about their old ids. @type {Map<string, string>} */
+    this.departedNames = new Map();
+    /** Peers in the room when we joined: we call them once they are confirmed. @type {Set<string>} */
+    this.toCall = new Set();
+    /**
+     * Offers and candidates from peers not confirmed yet: no peer connection
+     * exists and nothing is sent to a peer before its key is verified
+     * (docs/security.md §3.4). @type {Map<string, {offer?: Message, candidates: Message[], at: number}>}
+     */
+    this.held = new Map();
+    /** WebRTC messages, in order, each after the key messages before it. @type {Promise<void>} */
+    this.rtcQueue = Promise.resolve();
     /** The encoded-transform worker: all frame encryption happens there. */
     this.worker = new Worker(new URL('../e2ee/worker.js', import.meta.url), { type: 'module', name: 'parley-e2ee' });
     /** @type {WeakSet<RTCRtpSender|RTCRtpReceiver>} */
@@ -87,14 +97,20 @@ export class CallSession {
       installSendKey: (kid, key) => this.worker.postMessage({ op: 'send-key', kid, key }, [key.buffer]),
       installRecvKey: (peer, kid, key) => this.worker.postMessage({ op: 'recv-key', peer, kid, key: key.slice() }),
       dropPeer: (peer) => this.worker.postMessage({ op: 'drop-peer', peer }),
-      onChange: () => this.reportSecurity(),
+      onChange: () => {
+        this.connectConfirmed();
+        this.reportSecurity();
+      },
       onWarning: (peer, text) => {
         this.keyProblems.set(peer, text);
         this.reportSecurity();
       },
     });
     this.worker.onmessage = (ev) => { if (ev.data?.op === 'stats') this.onWorkerStats(ev.data.stats); };
-    this.statsTimer = setInterval(() => this.worker.postMessage({ op: 'stats' }), 1000);
+    this.statsTimer = setInterval(() => {
+      this.worker.postMessage({ op: 'stats' });
+      this.checkConnections();
+    }, 1000);
   }
 
   /**
@@ -125,12 +141,117 @@ export class CallSession {
     this.scheduleICERefresh();
   }
 
+  /**
+   * Runs a WebRTC message's handler once every key-agreement message that
+   * arrived before it has been processed, and after the WebRTC messages
+   * before it. A peer sends its confirm before its offer, and the server
+   * keeps one sender's order, so by then the offerer is normally confirmed.
+   * @param {() => Promise<void>|void} fn
+   */
+  afterKeys(fn) {
+    const gate = this.keys.queue;
+    this.rtcQueue = this.rtcQueue.then(() => gate).then(fn).catch((e) => console.warn('signaling message', e));
+  }
+
+  /**
+   * Whether we may connect to a peer: its key is verified and confirmed.
+   * @param {string} pid
+   */
+  mayConnect(pid) {
+    return this.keys.isConfirmed(pid);
+  }
+
+  /**
+   * Calls the confirmed peers we are to call, and answers the held offers
+   * of the ones that called us. Runs whenever the key agreement moves.
+   */
+  connectConfirmed() {
+    if (this.ended) return;
+    for (const pid of this.keys.confirmed()) {
+      if (this.remotes.has(pid) || !this.mayConnect(pid)) continue;
+      const held = this.held.get(pid);
+      if (this.toCall.has(pid)) {
+        this.toCall.delete(pid);
+        this.addRemote(pid, this.nameOf(pid), true);
+      } else if (held?.offer) {
+        this.held.delete(pid);
+        this.addRemote(pid, this.nameOf(pid), false);
+        const { offer, candidates } = held;
+        this.rtcQueue = this.rtcQueue.then(async () => {
+          await this.onDescription(offer, 'offer');
+          for (const c of candidates) await this.onCandidate(c);
+        }).catch((e) => console.warn('held offer', e));
+      }
+    }
+  }
+
+  /**
+   * Keeps an offer or candidate from a peer whose hello verified but which
+   * is not confirmed yet (the offerer confirmed us first; our side of the
+   * confirmation is still being computed). Anything from a peer with no
+   * verified hello is dropped, so the server cannot fill these slots with
+   * invented ids. Bounded: 8 peers, the latest offer and 64 candidates
+   * each, 30 s.
+   * @param {Message} m
+   */
+  hold(m) {
+    const from = m.from || '';
+    if (!this.keys.isPending(from)) return;
+    let h = this.held.get(from);
+    if (!h) {
+      if (this.held.size >= 8) return;
+      h = { candidates: [], at: Date.now() };
+      this.held.set(from, h);
+    }
+    if (m.type === 'offer') {
+      h.offer = m;
+      h.candidates = [];
+    } else if (m.type === 'candidate' && h.candidates.length < 64) {
+      h.candidates.push(m);
+    }
+  }
+
+  /**
+   * Once a second: forget stale held messages, and suspend the keys of a
+   * confirmed peer whose connection has been down for SUSPEND_AFTER_MS (or
+   * never came up) while the server still says it is here — a silent
+   * departure; give the current key back if the connection recovers.
+   */
+  checkConnections() {
+    const now = Date.now();
+    for (const [pid, h] of this.held) if (now - h.at > HOLD_MS) this.held.delete(pid);
+    for (const [pid, r] of this.remotes) {
+      const st = r.pc.connectionState;
+      if (st === 'connected') {
+        r.everConnected = true;
+        r.downSince = 0;
+        r.upSince ||= now;
+        // Back only after 5 s without a break, so a flapping connection
+        // does not churn generations (docs/security.md §3.5).
+        if (this.keys.members.get(pid)?.suspended && now - r.upSince >= UNSUSPEND_AFTER_MS && this.mayConnect(pid)) this.keys.unsuspend(pid);
+        continue;
+      }
+      r.upSince = 0;
+      const down = st === 'disconnected' || st === 'failed' || st === 'closed';
+      if (r.everConnected && down) r.downSince ||= now;
+      const tooLong = (r.everConnected && down && now - r.downSince >= SUSPEND_AFTER_MS) ||
+        (!r.everConnected && now - r.createdAt >= NEVER_CONNECTED_MS);
+      if (tooLong && this.keys.isConfirmed(pid) && !this.keys.members.get(pid)?.suspended) this.keys.suspend(pid);
+    }
+  }
+
+  /** A display name for a peer id, also for peers that left. @param {string} pid */
+  displayName(pid) {
+    const left = this.departedNames.get(pid);
+    return this.remotes.get(pid)?.name || this.names.get(pid) || (left ? `${left} (who left)` : 'Someone');
+  }
+
   /** The current security state, for the badge. @returns {Security} */
   security() {
     /** @type {{peer: string, name: string, text: string}[]} */
     const problems = [];
     for (const [peer, text] of this.keyProblems) {
-      const name = peer === '' ? 'This call' : this.remotes.get(peer)?.name || this.names.get(peer) || 'Someone';
+      const name = peer === '' ? 'This call' : this.displayName(peer);
       problems.push({ peer, name, text });
     }
     // Everyone who holds our keys must be someone the server announced: a
@@ -145,8 +266,9 @@ export class CallSession {
       const name = this.remotes.get(peer)?.name || 'Someone';
       problems.push({ peer, name, text: 'cannot be decrypted' });
     }
-    const holders = this.keys.confirmed().map((pid) => this.remotes.get(pid)?.name || this.names.get(pid) || 'Someone');
-    return { code: this.keys.code, confirmed: this.keys.confirmed(), holders, problems };
+    const holders = this.keys.recipients().map((pid) => this.displayName(pid));
+    const suspended = this.keys.confirmed().filter((pid) => this.keys.members.get(pid)?.suspended).map((pid) => this.displayName(pid));
+    return { code: this.keys.code, confirmed: this.keys.confirmed(), holders, suspended, problems };
   }
 
   reportSecurity() {
@@ -176,7 +298,7 @@ export class CallSession {
     }
     // With others in the call but nobody confirming our keys, our link is
     // probably wrong or cut short: say so, in words a person can act on.
-    const lonely = this.remotes.size > 0 && this.keys.confirmed().length === 0;
+    const lonely = this.names.size > 0 && this.keys.confirmed().length === 0;
     this.unconfirmedSeconds = lonely ? (this.unconfirmedSeconds || 0) + 1 : 0;
     const warnLink = this.unconfirmedSeconds >= 6;
     if (warnLink !== this.keyProblems.has('')) {
@@ -237,33 +359,42 @@ export class CallSession {
       this.events.onNotice?.(`${m.peer.name} is joining the call…`);
     });
     sig.on('peer-left', (m) => {
-      this.keys.peerLeft(m.id || '');
-      this.keyProblems.delete(m.id || '');
-      this.undecryptable.delete(m.id || '');
-      this.removeRemote(m.id || '', m.reason || 'left');
+      const id = m.id || '';
+      const name = this.names.get(id) || this.remotes.get(id)?.name;
+      if (name) this.departedNames.set(id, name);
+      // Forget the name: if this id ever comes back it is a replay, and a
+      // key holder under it shows as an unseen participant.
+      this.names.delete(id);
+      this.held.delete(id);
+      this.toCall.delete(id);
+      this.keys.peerLeft(id, name !== undefined);
+      this.keyProblems.delete(id);
+      this.undecryptable.delete(id);
+      this.removeRemote(id, m.reason || 'left');
     });
     sig.on('e2ee', (m) => { if (m.from) this.keys.onMessage(m.from, m.payload); });
     sig.on('ice-servers', (m) => this.useICEServers(m.iceServers || []));
-    sig.on('offer', (m) => this.onDescription(m, 'offer'));
-    sig.on('answer', (m) => this.onDescription(m, 'answer'));
-    sig.on('candidate', (m) => this.onCandidate(m));
+    sig.on('offer', (m) => this.afterKeys(() => this.onDescription(m, 'offer')));
+    sig.on('answer', (m) => this.afterKeys(() => this.onDescription(m, 'answer')));
+    sig.on('candidate', (m) => this.afterKeys(() => this.onCandidate(m)));
     sig.on('error', (m) => {
       if (m.code === 'unknown-peer') return; // a peer left while we were talking to it
       this.events.onNotice?.(m.message || 'The server reported an error.');
     });
     sig.onclose = (e) => { if (!this.ended) this.events.onFatal?.(e); };
 
-    const welcome = await sig.join(this.room, this.name);
+    const welcome = await sig.join(this.room, this.name, await joinToken(this.secret));
     this.myId = welcome.id;
     this.iceServers = welcome.iceServers || [];
     this.scheduleICERefresh();
-    await this.keys.start(this.myId);
-    // The newcomer makes the offers: adding our tracks fires
-    // negotiationneeded on each new connection.
+    // The newcomer makes the offers, once each peer's key is confirmed
+    // (connectConfirmed): adding our tracks fires negotiationneeded.
     for (const p of welcome.peers || []) {
       this.names.set(p.id, p.name);
-      this.addRemote(p.id, p.name, true);
+      this.toCall.add(p.id);
     }
+    await this.keys.start(this.myId);
+    this.connectConfirmed();
     return welcome;
   }
 
@@ -284,6 +415,7 @@ export class CallSession {
     const r = {
       id, name, pc, stream: new MediaStream(), polite: this.myId > id,
       makingOffer: false, ignoreOffer: false, pendingCandidates: [], state: 'connecting', restartTimer: 0, badSeconds: 0,
+      createdAt: Date.now(), everConnected: false, downSince: 0, upSince: 0,
     };
     this.remotes.set(id, r);
 
@@ -299,7 +431,7 @@ export class CallSession {
         r.makingOffer = true;
         const offer = await pc.createOffer();
         if (pc.signalingState !== 'stable') return; // an offer arrived meanwhile
-        await pc.setLocalDescription({ type: 'offer', sdp: opusCBR(offer.sdp || '') });
+        await pc.setLocalDescription({ type: 'offer', sdp: localSDP(offer.sdp || '') });
         const d = pc.localDescription;
         if (d) this.sig.send({ type: 'offer', to: id, sdp: d.sdp });
       } catch (e) {
@@ -350,9 +482,15 @@ export class CallSession {
    */
   async onDescription(m, type) {
     const from = m.from || '';
+    if (this.keys.departed.has(from)) return;
     let r = this.remotes.get(from);
     if (!r) {
       if (type !== 'offer') return;
+      if (!this.mayConnect(from)) {
+        // Not confirmed yet: no connection, no answer, no candidates.
+        this.hold(m);
+        return;
+      }
       r = this.addRemote(from, this.nameOf(from), false);
     }
     const pc = r.pc;
@@ -362,13 +500,13 @@ export class CallSession {
       if (r.ignoreOffer) return;
       // The remote's Opus parameters tell our encoder how to send: ask it
       // for constant bitrate whatever the other side asked for.
-      await pc.setRemoteDescription({ type, sdp: opusCBR(m.sdp || '') });
+      await pc.setRemoteDescription({ type, sdp: remoteSDP(m.sdp || '', isFirefox) });
       this.transformAll(r);
       for (const c of r.pendingCandidates.splice(0)) await pc.addIceCandidate(c).catch(() => {});
       if (type === 'offer') {
         this.addLocalTracks(r);
         const answer = await pc.createAnswer();
-        await pc.setLocalDescription({ type: 'answer', sdp: opusCBR(answer.sdp || '') });
+        await pc.setLocalDescription({ type: 'answer', sdp: localSDP(answer.sdp || '') });
         const d = pc.localDescription;
         if (d) this.sig.send({ type: 'answer', to: from, sdp: d.sdp });
       }
@@ -380,8 +518,12 @@ export class CallSession {
 
   /** @param {Message} m */
   async onCandidate(m) {
+    if (this.keys.departed.has(m.from || '')) return;
     const r = this.remotes.get(m.from || '');
-    if (!r) return;
+    if (!r) {
+      this.hold(m);
+      return;
+    }
     const c = m.candidate || { candidate: '' };
     if (!r.pc.remoteDescription) {
       r.pendingCandidates.push(c);
