@@ -173,6 +173,8 @@ func jsonProblem(err error) string {
 	switch {
 	case errors.Is(err, io.EOF):
 		return "the body is empty."
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return "the JSON ends too early."
 	case errors.As(err, &syn):
 		return fmt.Sprintf("syntax error at byte %d.", syn.Offset)
 	case errors.As(err, &typ):

@@ -41,9 +41,9 @@ type CLI struct {
 	// commands do not make an empty data directory) and closes it after.
 	Store     *store.Store
 	OpenStore func(create bool) (*store.Store, error)
-	Stdin  io.Reader // the password, when ReadPassword is nil
-	Stdout io.Writer
-	Stderr io.Writer
+	Stdin     io.Reader // the password, when ReadPassword is nil
+	Stdout    io.Writer
+	Stderr    io.Writer
 	// ReadPassword prompts on the terminal and reads a line without echo.
 	// Nil when standard input is not a terminal: the password is then the
 	// first line of Stdin.
