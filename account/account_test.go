@@ -360,6 +360,10 @@ func TestRateLimitPerAccount(t *testing.T) {
 	if !strings.Contains(res.str("message"), "wait 10 minutes") {
 		t.Fatalf("message %q", res.str("message"))
 	}
+	e.do(req{method: "POST", path: "/api/login", body: map[string]string{"email": alice, "password": alicePW}})
+	if n := strings.Count(e.logs.String(), "sign-in blocked"); n != 1 {
+		t.Fatalf("%d block warnings for one block:\n%s", n, e.logs.String())
+	}
 	// Another account from the same address is not blocked.
 	e.login(bob, bobPW)
 	e.clock.Add(10 * time.Minute)
@@ -419,6 +423,10 @@ func TestLimiterBounded(t *testing.T) {
 	l.fail("k", now.Add(3*time.Second))
 	if w := l.wait("k", now.Add(4*time.Second)); w != 57*time.Second {
 		t.Fatalf("wait %v, want 57s (from the oldest of the last 3)", w)
+	}
+	l2 := newLimiter(2, time.Minute, 10)
+	if l2.fail("x", now) || !l2.fail("x", now) {
+		t.Fatal("fail does not report the failure that blocks")
 	}
 	l.sweep(now.Add(time.Hour))
 	if n := l.keys(); n != 0 {

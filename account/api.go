@@ -239,8 +239,9 @@ func (s *Service) doLogin(w http.ResponseWriter, r *http.Request) error {
 		if s.byIP.wait(ipKey, now) > 0 {
 			scope = "ip"
 		}
-		s.log.Warn("sign-in rate limited", "scope", scope, "retry-after", wait.Round(time.Second))
-		s.log.Debug("sign-in rate limited", "email", acctKey, "ip", ip)
+		// One line per refused attempt only at debug: a flood must not
+		// flood the log. The block itself was logged once, at warn.
+		s.log.Debug("sign-in refused: rate limited", "scope", scope, "retry-after", wait.Round(time.Second), "email", acctKey, "ip", ip)
 		return &apiError{code: CodeRateLimited, message: rateMessage(wait), retryAfter: wait}
 	}
 
@@ -262,8 +263,12 @@ func (s *Service) doLogin(w http.ResponseWriter, r *http.Request) error {
 	}
 	if !ok || !known || u.Disabled {
 		now = s.cfg.Now()
-		s.byAccount.fail(acctKey, now)
-		s.byIP.fail(ipKey, now)
+		if s.byAccount.fail(acctKey, now) {
+			s.log.Warn("sign-in blocked: too many failures for one account", "window", s.cfg.FailureWindow)
+		}
+		if s.byIP.fail(ipKey, now) {
+			s.log.Warn("sign-in blocked: too many failures from one network", "window", s.cfg.FailureWindow)
+		}
 		s.log.Info("sign-in failed")
 		s.log.Debug("sign-in failed", "email", acctKey, "ip", ip, "known", known, "disabled", u.Disabled)
 		return apiErr(CodeBadLogin, msgBadLogin)

@@ -32,8 +32,9 @@ func (l *limiter) wait(key string, now time.Time) time.Duration {
 	return f[0].Add(l.window).Sub(now)
 }
 
-// fail records a failure for key at now.
-func (l *limiter) fail(key string, now time.Time) {
+// fail records a failure for key at now and reports whether that failure
+// blocked the key.
+func (l *limiter) fail(key string, now time.Time) (blocked bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	f := l.prune(key, now)
@@ -50,6 +51,7 @@ func (l *limiter) fail(key string, now time.Time) {
 		f = f[1:]
 	}
 	l.fails[key] = append(f, now)
+	return len(f)+1 == l.limit
 }
 
 // reset forgets key's failures (after a successful sign-in).
