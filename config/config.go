@@ -52,6 +52,10 @@ type Config struct {
 	RoomTTL        time.Duration  // an unused room is forgotten after this long
 	RoomUnusedTTL  time.Duration  // a room nobody ever joined is forgotten after this long
 	AllowNoOrigin  bool           // admit WebSockets without an Origin header (non-browser clients)
+	DataDir        string         // where the database (accounts, consultations, rooms) lives
+	OpenRooms      bool           // anyone may create rooms without signing in (personal use)
+	InviteTTL      time.Duration  // a guest link works until this long after its scheduled time (or creation)
+	SessionTTL     time.Duration  // a host's sign-in lasts this long without use
 
 	// SecretGenerated is true when TURNSecret was made at start-up.
 	SecretGenerated bool
@@ -70,6 +74,9 @@ func Default() Config {
 		RoomsPerIP:    60,
 		RoomTTL:       7 * 24 * time.Hour,
 		RoomUnusedTTL: time.Hour,
+		DataDir:       "parley-data",
+		InviteTTL:     24 * time.Hour,
+		SessionTTL:    12 * time.Hour,
 	}
 }
 
@@ -78,7 +85,7 @@ type setting struct {
 	name  string
 	usage string
 	list  bool // repeatable flag; comma-separated in the environment; array in the file
-	bool  bool // a switch: -name alone means true
+	flag  bool // boolean: -name alone means true; the file takes true/false
 	set   func(c *Config, v string) error
 	reset func(c *Config) // for lists: clear before a layer sets them again
 }
@@ -220,7 +227,14 @@ func settings() []setting {
 		{name: "rooms-per-ip", usage: "rooms one IP address may create per hour", set: intSetter(func(c *Config) *int { return &c.RoomsPerIP })},
 		{name: "room-ttl", usage: "an unused room link stops working after this long", set: durationSetter(func(c *Config) *time.Duration { return &c.RoomTTL })},
 		{name: "room-unused-ttl", usage: "a room link nobody has joined yet stops working after this long", set: durationSetter(func(c *Config) *time.Duration { return &c.RoomUnusedTTL })},
-		{name: "allow-missing-origin", bool: true, usage: "accept WebSocket connections and room creations without an Origin header, for non-browser clients (browsers always send one)", set: boolSetter(func(c *Config) *bool { return &c.AllowNoOrigin })},
+		{name: "allow-missing-origin", flag: true, usage: "accept WebSocket connections and room creations without an Origin header, for non-browser clients (browsers always send one)", set: boolSetter(func(c *Config) *bool { return &c.AllowNoOrigin })},
+		{name: "data-dir", usage: "`directory` of the database: host accounts, sessions, consultations and rooms (created 0700 when missing)", set: func(c *Config, v string) error {
+			c.DataDir = v
+			return nil
+		}},
+		{name: "open-rooms", flag: true, usage: "let anyone start a call without signing in, as for personal use (default: only signed-in hosts)", set: boolSetter(func(c *Config) *bool { return &c.OpenRooms })},
+		{name: "invite-ttl", usage: "how long a guest link works after the consultation's scheduled time, or after it was made when unscheduled", set: durationSetter(func(c *Config) *time.Duration { return &c.InviteTTL })},
+		{name: "session-ttl", usage: "how long a host stays signed in without using Parley (at most 168h; a sign-in never lasts longer than 7 days)", set: durationSetter(func(c *Config) *time.Duration { return &c.SessionTTL })},
 	}
 }
 
@@ -300,6 +314,19 @@ func fieldErr(name string, err error) error {
 // PARLEY_CONFIG, the environment and the flags in args, then validates it.
 // lookupEnv is os.LookupEnv outside tests. Help output goes to out.
 func Load(args []string, lookupEnv func(string) (string, bool), out io.Writer) (Config, error) {
+	c, _, err := load(args, lookupEnv, out, "")
+	return c, err
+}
+
+// LoadCommand is Load for a subcommand such as `parley user add <email>`:
+// flags may stand before, between or after its arguments (all of them
+// after "--" are arguments), and it returns the arguments in order. usage
+// heads the --help output.
+func LoadCommand(args []string, lookupEnv func(string) (string, bool), out io.Writer, usage string) (Config, []string, error) {
+	return load(args, lookupEnv, out, usage)
+}
+
+func load(args []string, lookupEnv func(string) (string, bool), out io.Writer, command string) (Config, []string, error) {
 	c := Default()
 	all := settings()
 
@@ -309,6 +336,7 @@ func Load(args []string, lookupEnv func(string) (string, bool), out io.Writer) (
 		"log-level": strings.ToLower(d.LogLevel.String()), "max-rooms": strconv.Itoa(d.MaxRooms),
 		"rooms-per-ip": strconv.Itoa(d.RoomsPerIP), "room-ttl": d.RoomTTL.String(), "room-unused-ttl": d.RoomUnusedTTL.String(),
 		"acme-directory": d.ACMEDirectory, "acme-cache": d.ACMECache,
+		"data-dir": d.DataDir, "invite-ttl": d.InviteTTL.String(), "session-ttl": d.SessionTTL.String(),
 	}
 	fs := flag.NewFlagSet("parley", flag.ContinueOnError)
 	fs.SetOutput(out)
@@ -322,23 +350,41 @@ func Load(args []string, lookupEnv func(string) (string, bool), out io.Writer) (
 			usage += " (default " + d + ")"
 		}
 		usage += fmt.Sprintf(" [%s]", EnvName(s.name))
-		if s.bool {
+		if s.flag {
 			fs.BoolFunc(s.name, usage, func(v string) error { *vals = append(*vals, v); return nil })
-			continue
+		} else {
+			fs.Func(s.name, usage, func(v string) error { *vals = append(*vals, v); return nil })
 		}
-		fs.Func(s.name, usage, func(v string) error { *vals = append(*vals, v); return nil })
 	}
 	fs.Usage = func() {
-		fmt.Fprintf(out, "Usage: parley [flags]\n       parley turn [flags]   (the TURN relay alone; needs -turn-secret)\n\nParley serves end-to-end encrypted calls with its own TURN relay.\n"+
+		if command != "" {
+			fmt.Fprintf(out, "%s\n\nFlags (the user commands need only -data-dir or -config):\n", command)
+			fs.PrintDefaults()
+			return
+		}
+		fmt.Fprintf(out, "Usage: parley [flags]\n       parley turn [flags]   (the TURN relay alone; needs -turn-secret)\n       parley user add|list|disable|enable|passwd [<email>] [flags]   (host accounts; parley user --help)\n\nParley serves end-to-end encrypted calls with its own TURN relay.\n"+
 			"Each flag can also be set in the environment (shown in brackets) or in the config file.\n"+
 			"Order of precedence: flags, then environment, then config file, then defaults.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		return c, err
-	}
-	if fs.NArg() > 0 {
-		return c, fmt.Errorf("config: unexpected argument %q (flags start with -)", fs.Arg(0))
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return c, nil, err
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			break
+		}
+		if command == "" {
+			return c, nil, fmt.Errorf("config: unexpected argument %q (flags start with -)", rest[0])
+		}
+		if consumed := len(args) - len(rest); consumed > 0 && args[consumed-1] == "--" {
+			positional = append(positional, rest...)
+			break
+		}
+		positional = append(positional, rest[0])
+		args = rest[1:]
 	}
 
 	path := *configPath
@@ -347,7 +393,7 @@ func Load(args []string, lookupEnv func(string) (string, bool), out io.Writer) (
 	}
 	if path != "" {
 		if err := c.loadFile(path, all); err != nil {
-			return c, err
+			return c, nil, err
 		}
 	}
 	for _, s := range all {
@@ -362,7 +408,7 @@ func Load(args []string, lookupEnv func(string) (string, bool), out io.Writer) (
 		}
 		for _, v := range vals {
 			if err := s.set(&c, strings.TrimSpace(v)); err != nil {
-				return c, fieldErr(EnvName(s.name), err)
+				return c, nil, fieldErr(EnvName(s.name), err)
 			}
 		}
 	}
@@ -376,11 +422,11 @@ func Load(args []string, lookupEnv func(string) (string, bool), out io.Writer) (
 		}
 		for _, v := range vals {
 			if err := s.set(&c, v); err != nil {
-				return c, fieldErr("-"+s.name, err)
+				return c, nil, fieldErr("-"+s.name, err)
 			}
 		}
 	}
-	return c, c.Validate()
+	return c, positional, c.Validate()
 }
 
 func splitList(v string) []string {
@@ -477,6 +523,12 @@ func (c *Config) Validate() error {
 		return fieldErr("room-ttl", fmt.Errorf("must be at least 1m"))
 	case c.RoomUnusedTTL < time.Minute || c.RoomUnusedTTL > c.RoomTTL:
 		return fieldErr("room-unused-ttl", fmt.Errorf("must be between 1m and room-ttl (%s)", c.RoomTTL))
+	case c.DataDir == "":
+		return fieldErr("data-dir", fmt.Errorf("must not be empty"))
+	case c.InviteTTL < time.Minute || c.InviteTTL > 366*24*time.Hour:
+		return fieldErr("invite-ttl", fmt.Errorf("must be between 1m and 8784h (366 days), got %s", c.InviteTTL))
+	case c.SessionTTL < 5*time.Minute || c.SessionTTL > 7*24*time.Hour:
+		return fieldErr("session-ttl", fmt.Errorf("must be between 5m and 168h, got %s", c.SessionTTL))
 	case len(c.TURNURLs) > 0 && c.TURNSecret == "":
 		return fieldErr("turn-url", fmt.Errorf("an external TURN server needs turn-secret, the secret it shares with Parley"))
 	case c.TURNListen != "" && c.TURNListen == c.Listen:

@@ -125,3 +125,77 @@ func TestExternalTURNNeedsSecret(t *testing.T) {
 		t.Fatal("accepted an http URL as a TURN server")
 	}
 }
+
+func TestAccountSettings(t *testing.T) {
+	c, err := Load(nil, env(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.DataDir != "parley-data" || c.OpenRooms || c.InviteTTL != 24*time.Hour || c.SessionTTL != 12*time.Hour {
+		t.Fatalf("account defaults: %+v", c)
+	}
+	file := writeFile(t, `{"data-dir": "/var/lib/parley", "open-rooms": true, "invite-ttl": "48h", "session-ttl": "8h"}`)
+	c, err = Load([]string{"-config", file}, env(nil), io.Discard)
+	if err != nil || c.DataDir != "/var/lib/parley" || !c.OpenRooms || c.InviteTTL != 48*time.Hour || c.SessionTTL != 8*time.Hour {
+		t.Fatalf("file: %+v %v", c, err)
+	}
+	c, err = Load([]string{"-config", file, "-open-rooms=false"}, env(map[string]string{"PARLEY_DATA_DIR": "/srv/p", "PARLEY_SESSION_TTL": "1h"}), io.Discard)
+	if err != nil || c.DataDir != "/srv/p" || c.OpenRooms || c.SessionTTL != time.Hour {
+		t.Fatalf("env and flag over file: %+v %v", c, err)
+	}
+	for _, v := range []string{"1", "true"} {
+		if c, err := Load(nil, env(map[string]string{"PARLEY_OPEN_ROOMS": v}), io.Discard); err != nil || !c.OpenRooms {
+			t.Fatalf("PARLEY_OPEN_ROOMS=%s: %+v %v", v, c, err)
+		}
+	}
+	if c, err := Load([]string{"-open-rooms"}, env(nil), io.Discard); err != nil || !c.OpenRooms {
+		t.Fatalf("bare -open-rooms: %v", err)
+	}
+	for _, tc := range []struct {
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{args: []string{"-data-dir", ""}, want: "data-dir"},
+		{args: []string{"-invite-ttl", "10s"}, want: "invite-ttl"},
+		{args: []string{"-session-ttl", "200h"}, want: "session-ttl"},
+		{args: []string{"-session-ttl", "1m"}, want: "session-ttl"},
+		{env: map[string]string{"PARLEY_OPEN_ROOMS": "sometimes"}, want: "PARLEY_OPEN_ROOMS"},
+	} {
+		if _, err := Load(tc.args, env(tc.env), io.Discard); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v %v: %v, want it to name %s", tc.args, tc.env, err, tc.want)
+		}
+	}
+	var out strings.Builder
+	Load([]string{"--help"}, env(nil), &out)
+	for _, name := range []string{"-data-dir", "-open-rooms", "-invite-ttl", "-session-ttl", "PARLEY_OPEN_ROOMS", "parley user"} {
+		if !strings.Contains(out.String(), name) {
+			t.Errorf("help does not explain %s", name)
+		}
+	}
+}
+
+func TestLoadCommand(t *testing.T) {
+	cases := []struct {
+		args     []string
+		wantArgs []string
+		wantDir  string
+	}{
+		{[]string{"add", "a@example.com"}, []string{"add", "a@example.com"}, "parley-data"},
+		{[]string{"-data-dir", "/d", "add", "a@example.com"}, []string{"add", "a@example.com"}, "/d"},
+		{[]string{"add", "a@example.com", "-data-dir", "/d"}, []string{"add", "a@example.com"}, "/d"},
+		{[]string{"add", "-data-dir=/d", "a@example.com"}, []string{"add", "a@example.com"}, "/d"},
+		{[]string{"add", "--", "-data-dir"}, []string{"add", "-data-dir"}, "parley-data"},
+		{[]string{"list"}, []string{"list"}, "parley-data"},
+	}
+	for _, tc := range cases {
+		c, args, err := LoadCommand(tc.args, env(nil), io.Discard, "usage")
+		if err != nil || strings.Join(args, " ") != strings.Join(tc.wantArgs, " ") || c.DataDir != tc.wantDir {
+			t.Errorf("%v: %v %q %v", tc.args, args, c.DataDir, err)
+		}
+	}
+	var out strings.Builder
+	if _, _, err := LoadCommand([]string{"--help"}, env(nil), &out, "Usage: parley user ..."); !errors.Is(err, flag.ErrHelp) || !strings.HasPrefix(out.String(), "Usage: parley user") {
+		t.Fatalf("command help: %v %q", err, out.String())
+	}
+}

@@ -22,9 +22,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/parleyhq/parley/account"
 	"github.com/parleyhq/parley/config"
 	"github.com/parleyhq/parley/e2ee"
 	"github.com/parleyhq/parley/signaling"
+	"github.com/parleyhq/parley/store"
 	"github.com/parleyhq/parley/tlsmux"
 	"github.com/parleyhq/parley/turn"
 	"github.com/parleyhq/parley/web"
@@ -54,15 +56,27 @@ type Server struct {
 	metrics   *http.Server
 	errc      chan error
 	relayOnly bool
+	store     *store.Store     // opened by the caller; nil: no accounts
+	accounts  *account.Service // nil without a store
+}
+
+// Option adds an optional part to New.
+type Option func(*Server)
+
+// WithStore gives the server the data directory's store: host accounts,
+// sessions and consultations (/api/login, /api/me, /api/consultations).
+// The caller opens it and closes it after Shutdown.
+func WithStore(st *store.Store) Option {
+	return func(s *Server) { s.store = st }
 }
 
 // New builds Parley from cfg on the given sockets. It does not serve until
 // Start.
-func New(cfg config.Config, logger *slog.Logger, ln Listeners) (*Server, error) {
+func New(cfg config.Config, logger *slog.Logger, ln Listeners, opts ...Option) (*Server, error) {
 	if ln.HTTP == nil {
 		return nil, ErrNoListener
 	}
-	return build(cfg, logger, ln, false)
+	return build(cfg, logger, ln, false, opts...)
 }
 
 // NewRelay builds the standalone TURN relay (`parley turn`): the relay and
@@ -79,7 +93,7 @@ func NewRelay(cfg config.Config, logger *slog.Logger, ln Listeners) (*Server, er
 	return build(cfg, logger, ln, true)
 }
 
-func build(cfg config.Config, logger *slog.Logger, ln Listeners, relayOnly bool) (*Server, error) {
+func build(cfg config.Config, logger *slog.Logger, ln Listeners, relayOnly bool, opts ...Option) (*Server, error) {
 	if cfg.TURNSecret == "" {
 		b := make([]byte, 32)
 		rand.Read(b)
@@ -87,6 +101,9 @@ func build(cfg config.Config, logger *slog.Logger, ln Listeners, relayOnly bool)
 		cfg.SecretGenerated = true
 	}
 	s := &Server{cfg: cfg, log: logger, ln: ln, errc: make(chan error, 4), relayOnly: relayOnly}
+	for _, o := range opts {
+		o(s)
+	}
 
 	var turnTLS []net.Listener
 	if ln.TLS != nil || ln.TURNTLS != nil {
@@ -145,6 +162,23 @@ func build(cfg config.Config, logger *slog.Logger, ln Listeners, relayOnly bool)
 	}
 
 	if !relayOnly {
+		// Closed by default: rooms are made by signed-in hosts, or by
+		// anyone with -open-rooms (personal use). Without a store there is
+		// nobody to sign in, so only -open-rooms opens them.
+		canCreate := func(*http.Request) bool { return cfg.OpenRooms }
+		var signIn func(http.ResponseWriter, *http.Request)
+		var consults signaling.Consultations
+		if s.store != nil {
+			s.accounts = account.New(account.Config{
+				PublicURL:      cfg.PublicURL,
+				TrustedProxies: cfg.TrustedProxies,
+				OpenRooms:      cfg.OpenRooms,
+				SessionTTL:     cfg.SessionTTL,
+				InviteTTL:      cfg.InviteTTL,
+			}, s.store, logger.With("component", "account"))
+			canCreate, signIn = s.accounts.CanCreateRooms, s.accounts.SignInRequired
+			consults = consultations{acc: s.accounts, st: s.store}
+		}
 		s.sig = signaling.New(signaling.Config{
 			PublicURL:          cfg.PublicURL,
 			AllowedOrigins:     cfg.AllowedOrigins,
@@ -155,11 +189,17 @@ func build(cfg config.Config, logger *slog.Logger, ln Listeners, relayOnly bool)
 			RoomTTL:            cfg.RoomTTL,
 			RoomUnusedTTL:      cfg.RoomUnusedTTL,
 			AllowMissingOrigin: cfg.AllowNoOrigin,
+			CanCreateRooms:     canCreate,
+			SignInRequired:     signIn,
+			Consultations:      consults,
 		}, logger.With("component", "signaling"))
 
 		mux := http.NewServeMux()
 		mux.Handle("/ws", s.sig)
 		mux.Handle("/api/", s.sig)
+		if s.accounts != nil {
+			s.accounts.Register(mux)
+		}
 		mux.Handle("/", web.Handler(map[string]fs.FS{"e2ee": e2ee.Browser}))
 		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "text/plain")
@@ -351,6 +391,9 @@ func (s *Server) URL() string {
 	return "http://" + host + ":" + strconv.Itoa(int(ap.Port())) + "/"
 }
 
+// Accounts is the account service (nil when New got no store).
+func (s *Server) Accounts() *account.Service { return s.accounts }
+
 // TURNSecretGenerated reports whether the TURN secret was made at start.
 func (s *Server) TURNSecretGenerated() bool { return s.cfg.SecretGenerated }
 
@@ -410,6 +453,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if s.sig != nil {
 		keep(s.sig.Shutdown(ctx))
 	}
+	if s.accounts != nil {
+		s.accounts.Close()
+	}
 	if s.shared != nil {
 		s.shared.Close()
 	}
@@ -434,6 +480,9 @@ func (s *Server) Close() error {
 	}
 	if s.relay != nil {
 		s.relay.Close()
+	}
+	if s.accounts != nil {
+		s.accounts.Close()
 	}
 	return nil
 }
@@ -472,4 +521,43 @@ func (c relayCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descPackets, prometheus.CounterValue, float64(ts.Packets), tr)
 		ch <- prometheus.MustNewConstMetric(descBytes, prometheus.CounterValue, float64(ts.Bytes), tr)
 	}
+}
+
+// consultations gives signaling the consultations of the store, through
+// the account service (which knows link states and sessions).
+type consultations struct {
+	acc *account.Service
+	st  *store.Store
+}
+
+func (c consultations) Lookup(ctx context.Context, id string) (signaling.Consultation, error) {
+	co, err := c.acc.Consultation(ctx, id)
+	if ls, ok := account.LinkStateOf(err); ok {
+		switch ls.Code {
+		case account.CodeLinkNotFound, account.CodeLinkMalformed:
+			return signaling.Consultation{}, signaling.ErrRoomNotFound
+		}
+		return signaling.Consultation{}, &signaling.ProtocolError{Code: ls.Code, Message: ls.Message, Err: err}
+	}
+	if err != nil {
+		return signaling.Consultation{}, err
+	}
+	return signaling.Consultation{ID: co.ID, Verifier: co.JoinVerifier, Title: co.Title, ScheduledAt: co.ScheduledAt, Locked: co.Locked}, nil
+}
+
+func (c consultations) IsHost(r *http.Request, id string) bool {
+	u, ok := c.acc.SessionUser(r)
+	if !ok {
+		return false
+	}
+	co, err := c.st.Consultation(r.Context(), id)
+	return err == nil && co.OwnerID == u.ID
+}
+
+func (c consultations) SetLocked(ctx context.Context, id string, locked bool) error {
+	return c.st.SetConsultationLocked(ctx, id, locked)
+}
+
+func (c consultations) End(ctx context.Context, id string) error {
+	return c.st.EndConsultation(ctx, id, time.Now())
 }

@@ -53,6 +53,7 @@ func start(t *testing.T, cfg config.Config) (*Server, Listeners) {
 
 func TestServerEndToEnd(t *testing.T) {
 	cfg := config.Default()
+	cfg.OpenRooms = true
 	s, ln := start(t, cfg)
 	base := "http://" + ln.HTTP.Addr().String()
 	if !s.TURNSecretGenerated() {

@@ -34,6 +34,7 @@ func selfSigned(t *testing.T) (certFile, keyFile string, pool *x509.CertPool) {
 func TestSharedTLSPort(t *testing.T) {
 	certFile, keyFile, pool := selfSigned(t)
 	cfg := config.Default()
+	cfg.OpenRooms = true
 	cfg.TLSCert, cfg.TLSKey = certFile, keyFile
 	cfg.TURNSecret = "0123456789abcdef0123"
 	cfg.TURNAllowPeers = nil

@@ -2,6 +2,7 @@ package signaling
 
 import (
 	"bytes"
+	"context"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -114,21 +115,21 @@ func TestUnusedRoomsExpire(t *testing.T) {
 		t.Fatal("the cap of 3 rooms did not hold")
 	}
 	now = now.Add(59 * time.Minute)
-	if _, err := g.get(unused.id); err != nil {
+	if _, err := g.get(context.Background(), unused.id); err != nil {
 		t.Fatal("an unused room expired before its hour")
 	}
 	now = now.Add(2 * time.Minute)
-	if _, err := g.get(unused.id); err == nil {
+	if _, err := g.get(context.Background(), unused.id); err == nil {
 		t.Fatal("an unused room outlived RoomUnusedTTL")
 	}
-	if _, err := g.get(used.id); err != nil {
+	if _, err := g.get(context.Background(), used.id); err != nil {
 		t.Fatal("a used room expired with the unused ones")
 	}
 	if _, err := g.create("192.0.2.1", nil); err != nil {
 		t.Fatalf("the cap is still full after the unused rooms expired: %v", err)
 	}
 	now = now.Add(7 * 24 * time.Hour)
-	if _, err := g.get(used.id); err == nil {
+	if _, err := g.get(context.Background(), used.id); err == nil {
 		t.Fatal("a used room outlived RoomTTL")
 	}
 }

@@ -1,6 +1,7 @@
 package signaling
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -48,6 +49,12 @@ type client struct {
 	id   string
 	name string
 	room *room
+	role string // in a consultation: RoleHost or RoleGuest
+
+	// In a consultation's waiting room; both guarded by room.mu (the host's
+	// goroutine admits).
+	waiting bool
+	knock   json.RawMessage // the guest's hello, for the host
 
 	limiter  *rate.Limiter
 	flood    *rate.Limiter
@@ -154,6 +161,10 @@ func (c *client) handle(m *Message) bool {
 		c.sendError(protoErr(CodeNotJoined, "Join a room first.", nil))
 		return false
 	}
+	if c.room != nil && m.Type != TypeJoin && m.Type != TypeLeave && c.isWaiting() {
+		c.fromWaiting(m)
+		return false
+	}
 	switch m.Type {
 	case TypeJoin:
 		if c.room != nil {
@@ -165,14 +176,9 @@ func (c *client) handle(m *Message) bool {
 			if !errors.As(err, &pe) {
 				pe = protoErr(CodeInternal, "Something went wrong on the server.", err)
 			}
-			c.sendError(pe)
 			// A failed join ends the connection: the client must fix its
 			// request and connect again.
-			code := websocket.CloseNormalClosure
-			if pe.Code == CodeBadToken {
-				code = CloseJoinRefused
-			}
-			c.closeWith(code, pe.Code)
+			c.refuse(pe)
 			return true
 		}
 	case TypeOffer, TypeAnswer, TypeCandidate, TypeE2EE:
@@ -181,12 +187,22 @@ func (c *client) handle(m *Message) bool {
 		// TURN credentials expire (turn-credential-ttl); a long call asks
 		// for new ones before an ICE restart would need them.
 		c.queue(Message{Type: TypeICEServers, ICEServers: c.srv.cfg.ICEServers(c.req, c.id)})
+	case TypeAdmit, TypeDeny, TypeRemove, TypeRoster, TypeEnd:
+		return c.hostMessage(m)
 	case TypeLeave:
 		c.leaveRoom("left")
 		c.closeWith(websocket.CloseNormalClosure, "bye")
 		return true
 	}
 	return false
+}
+
+// isWaiting reports whether the client is in a waiting room.
+func (c *client) isWaiting() bool {
+	rm := c.room
+	rm.mu.Lock()
+	defer rm.mu.Unlock()
+	return c.waiting
 }
 
 func (c *client) join(m *Message) error {
@@ -197,30 +213,61 @@ func (c *client) join(m *Message) error {
 	if err != nil {
 		return err
 	}
-	rm, err := c.srv.rooms.get(m.Room)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	rm, err := c.srv.rooms.get(ctx, m.Room)
+	cancel()
 	if err != nil {
-		return protoErr(CodeRoomNotFound, msgRoomNotFound, err)
+		var pe *ProtocolError
+		if errors.As(err, &pe) {
+			return pe
+		}
+		if errors.Is(err, ErrRoomNotFound) {
+			return protoErr(CodeRoomNotFound, msgRoomNotFound, err)
+		}
+		c.log.Error("room lookup", "err", err)
+		return protoErr(CodeInternal, "Something went wrong on the server.", err)
 	}
 	c.id, c.name = newID(9), name
-	ice := c.srv.cfg.ICEServers(c.req, c.id)
 
 	rm.mu.Lock()
+	defer rm.mu.Unlock()
 	// The join token comes first: whoever holds only the room id learns
-	// nothing more (not even whether the call is full).
+	// nothing more (not even whether the call is full, or its title).
 	if !tokenMatches(m.Token, rm.verifier) {
-		rm.mu.Unlock()
 		c.log.Info("join refused: bad join token")
 		return protoErr(CodeBadToken, msgBadToken, ErrBadToken)
 	}
+	if rm.consult != nil {
+		if !c.srv.consults.IsHost(c.req, rm.id) {
+			return c.enterWaiting(rm)
+		}
+		c.role = RoleHost
+	}
 	if len(rm.peers) >= MaxPeers {
-		rm.mu.Unlock()
 		return protoErr(CodeRoomFull, msgRoomFull, ErrRoomFull)
 	}
+	if c.role == RoleHost && rm.host != nil {
+		// The host opened the consultation again (another window, a
+		// reload whose old connection lingers): the newer one hosts.
+		old := rm.host
+		rm.removePeer(old, "disconnected")
+		old.refuse(protoErr(CodeReplaced, msgReplaced, nil))
+	}
+	rm.admit(c, c.srv.cfg.ICEServers(c.req, c.id))
+	c.log = c.log.With("peer", c.id)
+	c.log.Info("joined", "peers", len(rm.peers), "role", c.role)
+	return nil
+}
+
+// admit makes c a member of the room: the others get peer-joined, c gets
+// its welcome (queued under the room lock, so that it precedes any message
+// another member sends it). rm.mu is held.
+func (rm *room) admit(c *client, ice []ICEServer) {
 	peers := make([]Peer, 0, len(rm.order))
 	for _, id := range rm.order {
 		peers = append(peers, Peer{ID: id, Name: rm.peers[id].name})
 	}
-	joined, _ := json.Marshal(Message{Type: TypePeerJoined, Peer: &Peer{ID: c.id, Name: name}})
+	joined, _ := json.Marshal(Message{Type: TypePeerJoined, Peer: &Peer{ID: c.id, Name: c.name}})
 	for _, p := range rm.peers {
 		p.enqueue(joined)
 	}
@@ -229,13 +276,20 @@ func (c *client) join(m *Message) error {
 	rm.lastUsed = time.Now()
 	rm.joined = true
 	c.room = rm
-	// The welcome is queued under the room lock so that it precedes any
-	// message another peer sends to the newcomer.
-	c.queue(Message{Type: TypeWelcome, Version: ProtocolVersion, ID: c.id, Peers: peers, ICEServers: ice, MaxPeers: MaxPeers})
-	rm.mu.Unlock()
-	c.log = c.log.With("peer", c.id)
-	c.log.Info("joined", "peers", len(peers)+1)
-	return nil
+	w := Message{Type: TypeWelcome, Version: ProtocolVersion, ID: c.id, Peers: peers, ICEServers: ice, MaxPeers: MaxPeers}
+	if rm.consult != nil {
+		w.Role, w.Title, w.Roster = c.role, rm.consult.Title, rm.roster
+		if c.role == RoleHost {
+			rm.host = c
+			w.Waiting = rm.knocks()
+			w.Locked = boolp(rm.locked)
+			present, _ := json.Marshal(Message{Type: TypeHost, HostPresent: boolp(true)})
+			for _, g := range rm.waiting {
+				g.enqueue(present)
+			}
+		}
+	}
+	c.queue(w)
 }
 
 // forward delivers an addressed message (or, for e2ee without "to", a
@@ -281,6 +335,16 @@ func (c *client) leaveRoom(reason string) {
 	c.room = nil
 	rm.mu.Lock()
 	defer rm.mu.Unlock()
+	if c.waiting {
+		rm.leaveWaiting(c)
+		return
+	}
+	rm.removePeer(c, reason)
+}
+
+// removePeer takes c out of the room and tells the others. rm.mu is held.
+// A no-op if c is not (any more) a member: the host may have removed it.
+func (rm *room) removePeer(c *client, reason string) {
 	if rm.peers[c.id] != c {
 		return
 	}
@@ -295,6 +359,13 @@ func (c *client) leaveRoom(reason string) {
 	left, _ := json.Marshal(Message{Type: TypePeerLeft, ID: c.id, Reason: reason})
 	for _, p := range rm.peers {
 		p.enqueue(left)
+	}
+	if rm.host == c {
+		rm.host = nil
+		gone, _ := json.Marshal(Message{Type: TypeHost, HostPresent: boolp(false)})
+		for _, g := range rm.waiting {
+			g.enqueue(gone)
+		}
 	}
 	c.log.Info("left", "reason", reason, "remaining", len(rm.peers))
 }

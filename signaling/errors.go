@@ -21,6 +21,20 @@ const (
 	CodeInternal        = "internal"         // a server fault
 	CodeOriginForbidden = "origin-forbidden" // HTTP only: the page's origin may not open the WebSocket
 	CodeBadToken        = "bad-token"        // join without the link's join token, or with a wrong one
+
+	// Consultations. The link-* and consultation-ended codes come from the
+	// consultation store (account package) when a guest link stops working.
+	CodeLinkExpired       = "link-expired"       // the consultation's guest link has expired
+	CodeLinkRevoked       = "link-revoked"       // the host revoked the guest link
+	CodeConsultationEnded = "consultation-ended" // the consultation is over
+	CodeLocked            = "locked"             // the host locked the consultation: no new guests
+	CodeWaitingFull       = "waiting-full"       // too many guests wait already
+	CodeDenied            = "denied"             // the host did not let this guest in
+	CodeRemoved           = "removed"            // the host took this participant out
+	CodeEnded             = "ended"              // the host ended the consultation for everyone
+	CodeNotHost           = "not-host"           // a host-only message from someone else
+	CodeNotAdmitted       = "not-admitted"       // a waiting guest sent what only members may
+	CodeReplaced          = "replaced"           // the host opened the consultation in another window
 )
 
 // WebSocket close codes Parley uses (RFC 6455 §7.4).
@@ -32,7 +46,34 @@ const (
 	CloseSlowReader  = 4000 // the client did not read its messages fast enough
 	CloseIdleTimeout = 4001 // no pong within the keepalive timeout
 	CloseJoinRefused = 4003 // join refused: missing or wrong join token (the link is incomplete)
+	CloseLinkClosed  = 4004 // join refused: the consultation's link expired or was revoked, or it ended
+	CloseDenied      = 4005 // the host did not let this guest in
+	CloseRemoved     = 4006 // the host took this participant out
+	CloseEnded       = 4007 // the host ended the consultation
+	CloseLocked      = 4008 // join refused: the consultation is locked, or its waiting room is full
+	CloseReplaced    = 4009 // the host's connection was replaced by a newer one (another window)
 )
+
+// closeCodeFor is the close code that follows an error with this code.
+func closeCodeFor(code string) int {
+	switch code {
+	case CodeBadToken:
+		return CloseJoinRefused
+	case CodeLinkExpired, CodeLinkRevoked, CodeConsultationEnded:
+		return CloseLinkClosed
+	case CodeDenied:
+		return CloseDenied
+	case CodeRemoved:
+		return CloseRemoved
+	case CodeEnded:
+		return CloseEnded
+	case CodeLocked, CodeWaitingFull:
+		return CloseLocked
+	case CodeReplaced:
+		return CloseReplaced
+	}
+	return CloseNormal
+}
 
 var (
 	// ErrRoomNotFound means no room has that id.
@@ -85,6 +126,8 @@ func httpError(w http.ResponseWriter, err error) {
 			status = http.StatusBadRequest
 		case CodeBadToken:
 			status = http.StatusForbidden
+		case CodeLinkExpired, CodeLinkRevoked, CodeConsultationEnded:
+			status = http.StatusGone
 		}
 	case errors.Is(err, ErrRoomNotFound):
 		status, code, msg = http.StatusNotFound, CodeRoomNotFound, msgRoomNotFound
@@ -99,5 +142,13 @@ const (
 	msgRoomFull     = "This call already has the most people it can hold. Ask the organiser to start a new call."
 	msgTooManyRooms = "Too many calls were started from your network just now. Please wait a few minutes and try again."
 	msgServerFull   = "This server is holding as many calls as it can right now. Please try again later."
+	msgLocked       = "The host has locked this consultation, so nobody else can join now. Contact the person who invited you."
+	msgWaitingFull  = "Too many people are waiting to join this consultation. Please try again in a few minutes."
+	msgDenied       = "The host did not let you in to this consultation. If you think this is a mistake, contact the person who invited you."
+	msgRemoved      = "The host removed you from this consultation."
+	msgEnded        = "The host ended the consultation. Thank you for joining."
+	msgNotHost      = "Only the host of this consultation can do that."
+	msgNotAdmitted  = "The host has not let you in yet. Please wait."
+	msgReplaced     = "You opened this consultation in another window, so it was closed here."
 	msgBadToken     = "This link is incomplete, so you cannot join. Ask the person who sent it to copy the whole link, including the part after \"#\", and send it again."
 )

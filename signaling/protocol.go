@@ -46,12 +46,38 @@ const (
 	TypeICERefresh = "ice-refresh" // client → server: ask for fresh TURN credentials
 	TypeICEServers = "ice-servers" // server → client: the answer, with iceServers
 	TypeError      = "error"       // server → client
+
+	// Consultations (a room a host controls; docs/protocol.md, Waiting room).
+	TypeWaiting   = "waiting"    // server → guest: you wait for the host (instead of welcome)
+	TypeHost      = "host"       // server → waiting guest: the host arrived or left (hostPresent)
+	TypeKnock     = "knock"      // server → host: a guest waits (peer, and its hello once sent)
+	TypeKnockLeft = "knock-left" // server → host: a waiting guest went away (id)
+	TypeRoster    = "roster"     // host → server: a new signed roster; server → members: the roster
+	TypeAdmit     = "admit"      // host → server: let a waiting guest in (to, roster)
+	TypeDeny      = "deny"       // host → server: turn a waiting guest away (to)
+	TypeRemove    = "remove"     // host → server: take a member out (to, roster)
+	TypeEnd       = "end"        // host → server: end the consultation for everyone
+)
+
+// Roles in a consultation's welcome.
+const (
+	RoleHost  = "host"
+	RoleGuest = "guest"
 )
 
 // Peer describes a participant to the others.
 type Peer struct {
 	ID   string `json:"id"`
 	Name string `json:"name"`
+}
+
+// Knock is a guest in a consultation's waiting room, as the host sees it:
+// its peer id, display name and, once it has sent one, its hello (the
+// end-to-end layer's, opaque to the server).
+type Knock struct {
+	ID      string          `json:"id"`
+	Name    string          `json:"name"`
+	Payload json.RawMessage `json:"payload,omitempty"`
 }
 
 // ICEServer is one entry of RTCConfiguration.iceServers.
@@ -86,6 +112,17 @@ type Message struct {
 	Peers      []Peer      `json:"peers,omitempty"`
 	ICEServers []ICEServer `json:"iceServers,omitempty"`
 	MaxPeers   int         `json:"maxPeers,omitempty"`
+
+	// consultations: welcome (role, title, roster, waiting), waiting
+	// (title, hostPresent), host (hostPresent), knock (peer, payload),
+	// roster (roster; host → server also locked), admit and remove (to,
+	// roster)
+	Role        string          `json:"role,omitempty"`
+	Title       string          `json:"title,omitempty"`
+	Roster      json.RawMessage `json:"roster,omitempty"`
+	Waiting     []Knock         `json:"waiting,omitempty"`
+	HostPresent *bool           `json:"hostPresent,omitempty"`
+	Locked      *bool           `json:"locked,omitempty"`
 
 	// peer-joined
 	Peer *Peer `json:"peer,omitempty"`
@@ -159,7 +196,22 @@ func DecodeMessage(data []byte) (*Message, error) {
 		if len(m.Payload) == 0 || len(m.Payload) > MaxPayloadSize {
 			return bad("e2ee needs a payload of at most %d bytes.", MaxPayloadSize)
 		}
-	case TypeLeave, TypeICERefresh:
+	case TypeAdmit, TypeRemove:
+		if m.To == "" {
+			return bad("%s needs a \"to\" peer id.", m.Type)
+		}
+		if len(m.Roster) == 0 || len(m.Roster) > MaxPayloadSize {
+			return bad("%s needs a roster of at most %d bytes.", m.Type, MaxPayloadSize)
+		}
+	case TypeDeny:
+		if m.To == "" {
+			return bad("deny needs a \"to\" peer id.")
+		}
+	case TypeRoster:
+		if len(m.Roster) == 0 || len(m.Roster) > MaxPayloadSize {
+			return bad("roster needs a roster of at most %d bytes.", MaxPayloadSize)
+		}
+	case TypeLeave, TypeICERefresh, TypeEnd:
 	case "":
 		return bad("Message has no \"type\".")
 	default:

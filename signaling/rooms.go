@@ -1,8 +1,10 @@
 package signaling
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/json"
 	"net/netip"
 	"sync"
 	"time"
@@ -42,6 +44,14 @@ type room struct {
 	// when the room was made; every join must bring T_join.
 	verifier []byte
 	joined   bool // someone has joined at least once
+
+	// A consultation (consult != nil): a waiting room the host controls.
+	consult *Consultation
+	waiting map[string]*client // guests the host has not let in yet
+	waitOrd []string           // their arrival order
+	host    *client            // the host's connection, while in the room
+	roster  json.RawMessage    // the latest roster the host sent (opaque)
+	locked  bool
 }
 
 // registry holds the rooms and the per-IP creation limits.
@@ -55,6 +65,7 @@ type registry struct {
 	unused   time.Duration // forget a room nobody ever joined after this long
 	now      func() time.Time
 	swept    time.Time
+	consults Consultations // nil: no consultations
 }
 
 type ipLimit struct {
@@ -114,22 +125,54 @@ func (g *registry) create(ip string, verifier []byte) (*room, error) {
 	return r, nil
 }
 
-// get returns the room with that id, if it exists and has not expired.
-func (g *registry) get(id string) (*room, error) {
+// get returns the room with that id, if it exists and has not expired. A
+// consultation's room is made when first asked for, while its link works;
+// when it does not, the error is the *ProtocolError to show (link-expired
+// and the like).
+func (g *registry) get(ctx context.Context, id string) (*room, error) {
 	if !validRoomID(id) {
 		return nil, ErrRoomNotFound
 	}
 	g.mu.Lock()
-	defer g.mu.Unlock()
 	g.expireLocked(g.now())
 	r := g.rooms[id]
-	if r == nil {
+	g.mu.Unlock()
+	if r != nil {
+		if r.consult != nil {
+			// The link may have expired, been revoked or ended since.
+			if _, err := g.consults.Lookup(ctx, id); err != nil {
+				return nil, err
+			}
+		}
+		return r, nil
+	}
+	if g.consults == nil {
 		return nil, ErrRoomNotFound
 	}
+	c, err := g.consults.Lookup(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if r := g.rooms[id]; r != nil {
+		return r, nil
+	}
+	now := g.now()
+	r = &room{id: id, peers: map[string]*client{}, created: now, lastUsed: now, verifier: c.Verifier, joined: true,
+		consult: &c, waiting: map[string]*client{}, locked: c.Locked}
+	g.rooms[id] = r
 	return r, nil
 }
 
-// count returns the number of rooms held.
+// drop forgets a room (a consultation that ended).
+func (g *registry) drop(id string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	delete(g.rooms, id)
+}
+
+// count returns the number of rooms held (consultations included).
 func (g *registry) count() int {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -147,6 +190,11 @@ func (g *registry) expireLocked(now time.Time) {
 	for id, r := range g.rooms {
 		r.mu.Lock()
 		idle := len(r.peers) == 0 && (now.Sub(r.lastUsed) > g.ttl || !r.joined && now.Sub(r.created) > g.unused)
+		if r.consult != nil {
+			// Its record lives in the store; the room is made again when
+			// someone comes back.
+			idle = len(r.peers) == 0 && len(r.waiting) == 0 && now.Sub(r.lastUsed) > 10*time.Minute
+		}
 		r.mu.Unlock()
 		if idle {
 			delete(g.rooms, id)

@@ -46,6 +46,14 @@ type Config struct {
 	// Origin header (non-browser clients). Browsers always send one; off by
 	// default.
 	AllowMissingOrigin bool
+	// CanCreateRooms reports whether request r may create a room
+	// (POST /api/rooms): with -open-rooms anyone, else a signed-in host.
+	// Nil: anyone. SignInRequired answers a refused one (401).
+	CanCreateRooms func(r *http.Request) bool
+	SignInRequired func(w http.ResponseWriter, r *http.Request)
+	// Consultations, when set, makes the rooms of consultations (host
+	// accounts, waiting rooms) joinable.
+	Consultations Consultations
 	// MessagesPerSecond and MessageBurst bound each connection's message
 	// rate (defaults 20 and 100: a join sends a burst of candidates).
 	MessagesPerSecond float64
@@ -65,15 +73,16 @@ type Config struct {
 // Server is the signaling service. Create it with New; it is an
 // http.Handler for /ws and /api/rooms.
 type Server struct {
-	cfg    Config
-	log    *slog.Logger
-	rooms  *registry
-	up     websocket.Upgrader
-	mux    *http.ServeMux
-	mu     sync.Mutex
-	conns  map[*client]struct{}
-	closed bool
-	wg     sync.WaitGroup
+	cfg      Config
+	log      *slog.Logger
+	rooms    *registry
+	up       websocket.Upgrader
+	mux      *http.ServeMux
+	consults Consultations
+	mu       sync.Mutex
+	conns    map[*client]struct{}
+	closed   bool
+	wg       sync.WaitGroup
 
 	xffWarn sync.Once // X-Forwarded-For seen without -trusted-proxy
 }
@@ -107,17 +116,27 @@ func New(cfg Config, logger *slog.Logger) *Server {
 	if cfg.ICEServers == nil {
 		cfg.ICEServers = func(*http.Request, string) []ICEServer { return nil }
 	}
+	if cfg.CanCreateRooms == nil {
+		cfg.CanCreateRooms = func(*http.Request) bool { return true }
+	}
+	if cfg.SignInRequired == nil {
+		cfg.SignInRequired = func(w http.ResponseWriter, r *http.Request) {
+			writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "sign-in-required", "message": "Please sign in to do this.", "signIn": "/signin"})
+		}
+	}
 	origins := make([]string, len(cfg.AllowedOrigins))
 	for i, o := range cfg.AllowedOrigins {
 		origins[i] = strings.ToLower(strings.TrimSuffix(o, "/"))
 	}
 	cfg.AllowedOrigins = origins
 	s := &Server{
-		cfg:   cfg,
-		log:   logger,
-		rooms: newRegistry(cfg.MaxRooms, cfg.RoomsPerIP, cfg.RoomTTL, cfg.RoomUnusedTTL),
-		conns: map[*client]struct{}{},
+		cfg:      cfg,
+		log:      logger,
+		rooms:    newRegistry(cfg.MaxRooms, cfg.RoomsPerIP, cfg.RoomTTL, cfg.RoomUnusedTTL),
+		conns:    map[*client]struct{}{},
+		consults: cfg.Consultations,
 	}
+	s.rooms.consults = cfg.Consultations
 	s.up = websocket.Upgrader{
 		ReadBufferSize:  4096,
 		WriteBufferSize: 4096,
@@ -203,6 +222,10 @@ func (s *Server) createRoom(w http.ResponseWriter, r *http.Request) {
 		httpError(w, protoErr(CodeOriginForbidden, "Rooms can only be created from this site's own page.", nil))
 		return
 	}
+	if !s.cfg.CanCreateRooms(r) {
+		s.cfg.SignInRequired(w, r)
+		return
+	}
 	var req RoomRequest
 	if err := decodeBody(r, &req, 4096); err != nil {
 		httpError(w, err)
@@ -232,10 +255,15 @@ type RoomInfo struct {
 	Exists       bool   `json:"exists"`
 	Participants *int   `json:"participants,omitempty"`
 	MaxPeers     int    `json:"maxPeers,omitempty"`
+	// A consultation, with the token: its title, time and whether the host is there.
+	Consultation bool   `json:"consultation,omitempty"`
+	Title        string `json:"title,omitempty"`
+	ScheduledAt  string `json:"scheduledAt,omitempty"`
+	HostPresent  *bool  `json:"hostPresent,omitempty"`
 }
 
 func (s *Server) roomInfo(w http.ResponseWriter, r *http.Request) {
-	rm, err := s.rooms.get(r.PathValue("id"))
+	rm, err := s.rooms.get(r.Context(), r.PathValue("id"))
 	if err != nil {
 		httpError(w, err)
 		return
@@ -245,6 +273,12 @@ func (s *Server) roomInfo(w http.ResponseWriter, r *http.Request) {
 	if tok := r.Header.Get(HeaderJoinToken); tok != "" && tokenMatches(tok, rm.verifier) {
 		n := len(rm.peers)
 		info.Participants, info.MaxPeers = &n, MaxPeers
+		if c := rm.consult; c != nil {
+			info.Consultation, info.Title, info.HostPresent = true, c.Title, boolp(rm.host != nil)
+			if !c.ScheduledAt.IsZero() {
+				info.ScheduledAt = c.ScheduledAt.UTC().Format(time.RFC3339)
+			}
+		}
 	}
 	rm.mu.Unlock()
 	writeJSON(w, http.StatusOK, info)

@@ -5,6 +5,9 @@
 // `parley turn [flags]` runs only the TURN relay (for a DMZ host), with
 // the same flags; it needs -turn-secret, shared with the app that hands out
 // credentials (Parley, or anything using coturn's use-auth-secret scheme).
+//
+// `parley user add|list|disable|enable|passwd [<email>]` manages host
+// accounts in the data directory (-data-dir), also while the server runs.
 package main
 
 import (
@@ -19,8 +22,12 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/term"
+
+	"github.com/parleyhq/parley/account"
 	"github.com/parleyhq/parley/config"
 	"github.com/parleyhq/parley/server"
+	"github.com/parleyhq/parley/store"
 	"github.com/parleyhq/parley/turn"
 )
 
@@ -29,6 +36,9 @@ func main() {
 }
 
 func run(args []string) int {
+	if len(args) > 0 && args[0] == "user" {
+		return runUser(args[1:])
+	}
 	relayOnly := len(args) > 0 && args[0] == "turn"
 	if relayOnly {
 		args = args[1:]
@@ -56,7 +66,18 @@ func run(args []string) int {
 	if relayOnly {
 		srv, err = server.NewRelay(cfg, log, ln)
 	} else {
-		srv, err = server.New(cfg, log, ln)
+		st, serr := store.Open(cfg.DataDir, log.With("component", "store"))
+		if serr != nil {
+			log.Error("cannot open the data directory", "dir", cfg.DataDir, "err", serr)
+			return 1
+		}
+		defer st.Close()
+		if !cfg.OpenRooms {
+			if users, err := st.ListUsers(context.Background()); err == nil && len(users) == 0 {
+				log.Warn("no host account yet: only signed-in hosts can start consultations. Add one with `parley user add <email>` (same -data-dir), or run with -open-rooms for personal use")
+			}
+		}
+		srv, err = server.New(cfg, log, ln, server.WithStore(st))
 	}
 	if err != nil {
 		log.Error("cannot start", "err", err)
@@ -97,6 +118,41 @@ func run(args []string) int {
 		log.Warn("shutdown incomplete", "err", err)
 	}
 	return 0
+}
+
+// runUser is `parley user ...`: host accounts on the command line.
+func runUser(args []string) int {
+	cfg, rest, err := config.LoadCommand(args, os.LookupEnv, os.Stderr, account.UserUsage)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "parley user:", err)
+		return 2
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: max(cfg.LogLevel, slog.LevelWarn)}))
+	cli := &account.CLI{
+		OpenStore: func(create bool) (*store.Store, error) {
+			if _, err := os.Stat(cfg.DataDir); !create && errors.Is(err, os.ErrNotExist) {
+				return nil, fmt.Errorf("no data directory at %s (set -data-dir or PARLEY_DATA_DIR; parley user add makes it)", cfg.DataDir)
+			}
+			return store.OpenShared(cfg.DataDir, log)
+		},
+		Stdin:  os.Stdin,
+		Stdout: os.Stdout,
+		Stderr: os.Stderr,
+	}
+	if fd := int(os.Stdin.Fd()); term.IsTerminal(fd) {
+		cli.ReadPassword = func(prompt string) (string, error) {
+			fmt.Fprint(os.Stderr, prompt)
+			b, err := term.ReadPassword(fd)
+			fmt.Fprintln(os.Stderr)
+			return string(b), err
+		}
+	}
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+	return cli.Run(ctx, rest)
 }
 
 // listen opens every socket Parley serves on; the libraries take them.

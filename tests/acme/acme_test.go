@@ -82,7 +82,8 @@ func TestACMECertificate(t *testing.T) {
 		"-listen", fmt.Sprintf("127.0.0.1:%d", httpPort), "-turn-listen", "",
 		"-tls-listen", fmt.Sprintf("127.0.0.1:%d", tlsPort),
 		"-acme-domain", "call.parley.test", "-acme-directory", fmt.Sprintf("https://127.0.0.1:%d/dir", acmePort),
-		"-acme-cache", filepath.Join(dir, "acme"), "-acme-email", "ops@parley.test", "-log-level", "debug")
+		"-acme-cache", filepath.Join(dir, "acme"), "-acme-email", "ops@parley.test", "-log-level", "debug",
+		"-data-dir", filepath.Join(dir, "data"))
 	// Trust pebble's own HTTPS (its directory), as an operator would trust
 	// a private CA's; the certificates it issues chain to another root.
 	parley.Env = append(os.Environ(), "SSL_CERT_FILE="+filepath.Join(certs, "pebble.minica.pem"))

@@ -46,17 +46,22 @@ export async function freePort() {
 }
 
 /**
- * Starts Parley on loopback. Extra flags are appended.
+ * Starts Parley on loopback with a fresh data directory and -open-rooms
+ * (for the tests that are not about accounts; pass {accounts: true} for
+ * closed-by-default). Extra flags are appended.
  * @param {string[]} [extra]
+ * @param {{accounts?: boolean, dataDir?: string}} [opts]
  */
-export async function startParley(extra = []) {
+export async function startParley(extra = [], opts = {}) {
   const bin = buildParley();
   const http = await freePort();
   const turnPort = await freePort();
   const metrics = await freePort();
+  const dataDir = opts.dataDir || mkdtempSync(join(tmpdir(), 'parley-data-'));
   const args = [
     '-listen', `127.0.0.1:${http}`, '-turn-listen', `127.0.0.1:${turnPort}`, '-turn-public-ip', '127.0.0.1',
-    '-metrics-listen', `127.0.0.1:${metrics}`, '-log-level', 'debug', ...extra,
+    '-metrics-listen', `127.0.0.1:${metrics}`, '-log-level', 'debug', '-data-dir', dataDir,
+    ...(opts.accounts ? [] : ['-open-rooms']), ...extra,
   ];
   const proc = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   let logs = '';
@@ -73,7 +78,7 @@ export async function startParley(extra = []) {
     await sleep(100);
   }
   return {
-    base, turnPort, proc,
+    base, turnPort, proc, dataDir, bin,
     get logs() { return logs; },
     async room() {
       // The link secret, made on the client side as the landing page does,

@@ -501,6 +501,7 @@ func (l *lab) startServer(t *testing.T, bin, certFile, keyFile string) {
 		"-turn-secret", turnSecret,
 		"-metrics-listen", serverIP + ":9090",
 		"-log-level", "debug",
+		"-data-dir", t.TempDir(), "-open-rooms",
 	}
 	cmd := exec.Command("ip", args...)
 	cmd.Env = cleanEnv(nil)
