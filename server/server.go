@@ -192,6 +192,7 @@ func build(cfg config.Config, logger *slog.Logger, ln Listeners, relayOnly bool,
 			CanCreateRooms:     canCreate,
 			SignInRequired:     signIn,
 			Consultations:      consults,
+			MaxFileBytes:       cfg.MaxFileBytes,
 		}, logger.With("component", "signaling"))
 
 		mux := http.NewServeMux()

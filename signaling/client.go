@@ -276,7 +276,7 @@ func (rm *room) admit(c *client, ice []ICEServer) {
 	rm.lastUsed = time.Now()
 	rm.joined = true
 	c.room = rm
-	w := Message{Type: TypeWelcome, Version: ProtocolVersion, ID: c.id, Peers: peers, ICEServers: ice, MaxPeers: MaxPeers}
+	w := Message{Type: TypeWelcome, Version: ProtocolVersion, ID: c.id, Peers: peers, ICEServers: ice, MaxPeers: MaxPeers, MaxFileBytes: c.srv.cfg.MaxFileBytes}
 	if rm.consult != nil {
 		w.Role, w.Title, w.Roster = c.role, rm.consult.Title, rm.roster
 		if c.role == RoleHost {

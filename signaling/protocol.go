@@ -123,6 +123,10 @@ type Message struct {
 	Waiting     []Knock         `json:"waiting,omitempty"`
 	HostPresent *bool           `json:"hostPresent,omitempty"`
 	Locked      *bool           `json:"locked,omitempty"`
+	// welcome: the largest file the pages let people send each other
+	// (end-to-end encrypted on their own connections; the server never
+	// carries files).
+	MaxFileBytes int64 `json:"maxFileBytes,omitempty"`
 
 	// peer-joined
 	Peer *Peer `json:"peer,omitempty"`

@@ -54,6 +54,9 @@ type Config struct {
 	// Consultations, when set, makes the rooms of consultations (host
 	// accounts, waiting rooms) joinable.
 	Consultations Consultations
+	// MaxFileBytes is told to pages in welcome: the largest file they let
+	// people send each other (default 100 MiB).
+	MaxFileBytes int64
 	// MessagesPerSecond and MessageBurst bound each connection's message
 	// rate (defaults 20 and 100: a join sends a burst of candidates).
 	MessagesPerSecond float64
@@ -115,6 +118,9 @@ func New(cfg Config, logger *slog.Logger) *Server {
 	}
 	if cfg.ICEServers == nil {
 		cfg.ICEServers = func(*http.Request, string) []ICEServer { return nil }
+	}
+	if cfg.MaxFileBytes <= 0 {
+		cfg.MaxFileBytes = 100 << 20
 	}
 	if cfg.CanCreateRooms == nil {
 		cfg.CanCreateRooms = func(*http.Request) bool { return true }

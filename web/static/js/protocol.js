@@ -8,11 +8,15 @@ export const PROTOCOL_VERSION = 1;
 /**
  * @typedef {{id: string, name: string}} Peer
  * @typedef {{urls: string[], username?: string, credential?: string}} IceServer
- * @typedef {{type: 'welcome', version: number, id: string, peers?: Peer[], iceServers?: IceServer[], maxPeers: number}} Welcome
+ * @typedef {{type: 'welcome', version: number, id: string, peers?: Peer[], iceServers?: IceServer[], maxPeers: number,
+ *   role?: 'host'|'guest', title?: string, roster?: any, waiting?: Knock[], locked?: boolean, maxFileBytes?: number}} Welcome
+ * @typedef {{type: 'waiting', version: number, id: string, title?: string, hostPresent?: boolean}} Waiting
+ * @typedef {{id: string, name: string, payload?: any}} Knock
  * @typedef {{candidate?: string, sdpMid?: string|null, sdpMLineIndex?: number|null, usernameFragment?: string|null}} CandidateInit
  * @typedef {{type: string, from?: string, to?: string, sdp?: string, candidate?: CandidateInit|null,
  *   payload?: unknown, peer?: Peer, id?: string, reason?: string, code?: string, message?: string,
- *   iceServers?: IceServer[]}} Message
+ *   iceServers?: IceServer[], roster?: any, waiting?: Knock[], title?: string, hostPresent?: boolean, locked?: boolean,
+ *   role?: string, peers?: Peer[], maxPeers?: number, version?: number}} Message
  */
 
 /** An error from the server (an "error" message) or from the connection. */
@@ -52,6 +56,8 @@ export class SignalingClient {
     this.onclose = () => {};
     this.closedByUs = false;
     this.joined = false;
+    /** The last error the server sent: the words to show when it closes right after. */
+    this.lastError = '';
   }
 
   /**
@@ -63,12 +69,15 @@ export class SignalingClient {
   on(type, fn) { this.handlers.set(type, fn); }
 
   /**
-   * Connects and joins a room. Resolves with the welcome; rejects with a
-   * SignalingError (room-not-found, room-full, bad-name, unreachable, ...).
+   * Connects and joins a room. Resolves with the welcome, or in a
+   * consultation with "waiting" (the welcome comes later, to the "welcome"
+   * handler, when the host lets us in); rejects with a SignalingError
+   * (room-not-found, room-full, bad-name, bad-token, link-expired, locked,
+   * unreachable, ...).
    * @param {string} room
    * @param {string} name
    * @param {string} token the join token, b64url (docs/security.md §2.5)
-   * @returns {Promise<Welcome>}
+   * @returns {Promise<Welcome|Waiting>}
    */
   join(room, name, token) {
     return new Promise((resolve, reject) => {
@@ -92,8 +101,9 @@ export class SignalingClient {
         } catch {
           return;
         }
+        if (m.type === 'error') this.lastError = m.message || '';
         if (!settled) {
-          if (m.type === 'welcome') {
+          if (m.type === 'welcome' || m.type === 'waiting') {
             settled = true;
             this.joined = true;
             resolve(/** @type {Welcome} */ (/** @type {unknown} */ (m)));
@@ -117,12 +127,14 @@ export class SignalingClient {
         // A refused join already rejected with the server's own words.
         if (this.closedByUs || !this.joined) return;
         let text = 'The connection to the Parley server was lost.';
+        // Denied, removed, ended, locked, replaced: the server said why just before.
+        if (ev.code >= 4004 && ev.code <= 4009 && this.lastError) text = this.lastError;
         if (ev.code === 1001) text = 'The Parley server is restarting.';
         if (ev.code === 1008) text = 'The server closed the connection because this page sent too many messages.';
         if (ev.code === 1009) text = 'The server closed the connection because a message was too large.';
         if (ev.code === 4000) text = 'Your connection was too slow to keep up with the call.';
         if (ev.code === 4001) text = 'The connection to the Parley server stopped answering.';
-        this.onclose(new SignalingError('closed', text));
+        this.onclose(new SignalingError(ev.code >= 4004 && ev.code <= 4009 ? `closed-${ev.code}` : 'closed', text));
       };
     });
   }

@@ -6,6 +6,9 @@
 import { SignalingClient, SignalingError } from './protocol.js';
 import { KeyAgreement, joinToken } from '../e2ee/keys.js';
 import { localSDP, remoteSDP } from './sdp.js';
+import { PeerData } from './datachan.js';
+import { Consult } from './consult.js';
+import { ROLE_HOST } from '../e2ee/roster.js';
 
 /** RTCRtpScriptTransform where the browser has it; else createEncodedStreams. */
 const useScriptTransform = typeof RTCRtpScriptTransform !== 'undefined';
@@ -18,7 +21,7 @@ const isFirefox = /Firefox\//.test(navigator.userAgent);
  *   id: string, name: string, pc: RTCPeerConnection, stream: MediaStream, polite: boolean,
  *   makingOffer: boolean, ignoreOffer: boolean, pendingCandidates: RTCIceCandidateInit[],
  *   state: string, restartTimer: number, badSeconds: number, codecsSet?: WeakSet<RTCRtpTransceiver>,
- *   createdAt: number, everConnected: boolean, downSince: number, upSince: number,
+ *   createdAt: number, everConnected: boolean, downSince: number, upSince: number, data?: PeerData,
  * }} Remote
  * @typedef {{
  *   onRemoteAdded?: (r: Remote) => void,
@@ -27,7 +30,19 @@ const isFirefox = /Firefox\//.test(navigator.userAgent);
  *   onNotice?: (text: string) => void,
  *   onFatal?: (e: SignalingError) => void,
  *   onSecurity?: (s: Security) => void,
+ *   onWaiting?: (w: {title: string, hostPresent: boolean}) => void,
+ *   onAdmitted?: () => void,
+ *   onConsultation?: (c: ConsultState) => void,
+ *   onChat?: (c: {from: string, name: string, text: string, at: number, mine: boolean}) => void,
+ *   onTransfer?: (t: import('./datachan.js').Transfer, name: string) => void,
+ *   onRemoved?: () => void,
  * }} SessionEvents
+ * @typedef {{
+ *   role: string, title: string, locked: boolean, isHost: boolean,
+ *   knocks: {id: string, name: string, verified: boolean, checked: boolean}[],
+ *   members: {pid: string, name: string, host: boolean, me: boolean, stale: boolean}[],
+ * }} ConsultState
+ * @typedef {{hostKey: Uint8Array, record?: import('./consult.js').HostRecord|null, store?: import('./consult.js').HostStore|null}} ConsultOpts
  * @typedef {{code: string, confirmed: string[], holders: string[], suspended: string[], problems: {peer: string, name: string, text: string}[]}} Security
  * @typedef {{sent: number, unsent: number, peers: Record<string, {opened: number, dropped: number, reasons: Record<string, number>}>}} WorkerStats
  */
@@ -48,11 +63,20 @@ const HOLD_MS = 30000;
 
 export class CallSession {
   /**
-   * @param {{room: string, name: string, stream: MediaStream, relay: boolean, wsURL: string, secret: Uint8Array}} opts
+   * @param {{room: string, name: string, stream: MediaStream, relay: boolean, wsURL: string, secret: Uint8Array,
+   *   consultation?: ConsultOpts|null}} opts
    * @param {SessionEvents} events
    */
   constructor(opts, events) {
     this.room = opts.room;
+    /** 'host' or 'guest' in a consultation (from the server's welcome or waiting); '' in an open room. */
+    this.role = '';
+    this.title = '';
+    this.waiting = false;
+    /** The largest file this server lets people send (from welcome). */
+    this.maxFileBytes = 100 * 1000 * 1000;
+    /** Releases this tab's hold on hosting the consultation (Web Locks). */
+    this.releaseHostLock = () => {};
     this.name = opts.name;
     this.stream = opts.stream;
     this.relay = opts.relay;
@@ -105,8 +129,24 @@ export class CallSession {
         this.keyProblems.set(peer, text);
         this.reportSecurity();
       },
-    });
+      onRoster: () => this.consultChanged(),
+      onUnlisted: (pid) => {
+        const name = this.names.get(pid) || this.remotes.get(pid)?.name;
+        if (name) this.departedNames.set(pid, name);
+        this.names.delete(pid);
+        this.held.delete(pid);
+        this.toCall.delete(pid);
+        this.removeRemote(pid, 'removed');
+      },
+      onRemoved: () => {
+        if (this.ended) return;
+        this.events.onRemoved?.();
+      },
+    }, opts.consultation ? { hostKey: opts.consultation.hostKey, isHost: !!opts.consultation.record } : {});
+    /** The consultation side (rosters, knocks, freshness); null in an open room. */
+    this.consult = opts.consultation ? new Consult(this, opts.consultation) : null;
     this.worker.onmessage = (ev) => { if (ev.data?.op === 'stats') this.onWorkerStats(ev.data.stats); };
+    /** @type {ReturnType<typeof setInterval>|undefined} */
     this.statsTimer = setInterval(() => {
       this.worker.postMessage({ op: 'stats' });
       this.checkConnections();
@@ -251,8 +291,23 @@ export class CallSession {
     /** @type {{peer: string, name: string, text: string}[]} */
     const problems = [];
     for (const [peer, text] of this.keyProblems) {
-      const name = peer === '' ? 'This call' : this.displayName(peer);
+      const name = peer === '' ? 'This call' : peer.startsWith(':') ? 'This consultation' : this.displayName(peer);
       problems.push({ peer, name, text });
+    }
+    if (this.consult && !this.waiting) {
+      // Someone the server put in the room whom the host's roster does not
+      // name gets no key and no connection; say who it is.
+      const listed = this.keys.roster?.entries;
+      const present = new Set([...this.names.keys(), ...this.keys.unlisted.keys()]);
+      for (const pid of present) {
+        if (pid === this.myId || listed?.has(pid)) continue;
+        const text = this.role === 'host' ? 'is in the call, but you did not let them in: they get no key and cannot see or hear anything'
+          : 'is in the call, but the host did not let them in: they get no key and cannot see or hear anything';
+        problems.push({ peer: pid, name: this.names.get(pid) || 'Someone', text });
+      }
+      if (this.consult.staleTooLong()) {
+        problems.push({ peer: ':fresh', name: 'This consultation', text: 'the host is not confirming the list of participants right now, so your new keys go only to the host until they do' });
+      }
     }
     // Everyone who holds our keys must be someone the server announced: a
     // key holder nobody can see would be a silent listener.
@@ -350,6 +405,82 @@ export class CallSession {
     }
   }
 
+  /** The consultation's state for the UI: who waits, who is in, the lock. */
+  consultChanged() {
+    if (!this.consult) return;
+    const c = this.consult;
+    const entries = this.keys.roster?.entries || new Map();
+    const hostSeq = c.mine?.roster.seq ?? 0;
+    /** @type {ConsultState} */
+    const st = {
+      role: this.role, title: this.title, locked: c.isHost ? c.locked : !!this.keys.roster?.locked, isHost: c.isHost,
+      knocks: [...c.knocks.values()].map((k) => ({ id: k.id, name: k.name, verified: !!k.pub, checked: k.checked })),
+      members: [...entries].map(([pid, e]) => ({
+        pid, name: pid === this.myId ? 'You' : this.displayName(pid), host: e.role === ROLE_HOST, me: pid === this.myId,
+        stale: c.isHost && pid !== this.myId && (c.pingSeq.get(pid) ?? hostSeq) < hostSeq,
+      })),
+    };
+    this.events.onConsultation?.(st);
+    this.reportSecurity();
+  }
+
+  /**
+   * Whether chat and files may go to (and come from) a peer: the same rule
+   * as our keys (confirmed, not suspended, listed, fresh).
+   * @param {string} pid
+   */
+  mayShare(pid) {
+    const m = this.keys.members.get(pid);
+    return !!m && this.keys.isRecipient(m);
+  }
+
+  /**
+   * Sends a chat message to everyone we share with; returns how many got it.
+   * @param {string} text
+   */
+  async chat(text) {
+    let n = 0;
+    for (const r of this.remotes.values()) {
+      if (!r.data?.open || !this.mayShare(r.id)) continue;
+      try { await r.data.chat(text); n++; } catch { /* cut off: that person does not get it */ }
+    }
+    if (n) this.events.onChat?.({ from: this.myId, name: 'You', text, at: Date.now(), mine: true });
+    return n;
+  }
+
+  /** Offers a file to everyone we share with; returns how many offers went out. @param {File} file */
+  sendFile(file) {
+    let n = 0;
+    for (const r of this.remotes.values()) {
+      if (!r.data?.open || !this.mayShare(r.id)) continue;
+      r.data.offerFile(file);
+      n++;
+    }
+    return n;
+  }
+
+  /**
+   * The data channel of a connection: chat, files and, in a consultation,
+   * the host's roster and echoes.
+   * @param {Remote} r
+   */
+  openData(r) {
+    const dc = r.pc.createDataChannel('parley', { negotiated: true, id: 0, ordered: true });
+    r.data = new PeerData(r.id, dc, {
+      room: this.room, myId: () => this.myId, member: (pid) => this.keys.members.get(pid),
+      mayShare: (pid) => this.mayShare(pid), maxFileBytes: () => this.maxFileBytes,
+      onChat: (pid, text, at) => this.events.onChat?.({ from: pid, name: this.displayName(pid), text, at, mine: false }),
+      onTransfer: (t) => this.events.onTransfer?.(t, this.displayName(t.peer)),
+      onPing: (pid, seq, t) => { this.consult?.onPing(pid, seq, t); },
+      onPong: (pid, seq, hash, t) => { this.consult?.onPong(pid, seq, hash, t); },
+      onRoster: (pid, json) => this.consult?.onRosterFromHost(pid, json),
+      onProblem: (pid, text) => {
+        this.keyProblems.set(pid, text);
+        this.reportSecurity();
+      },
+    });
+  }
+
   /** Joins the room and calls everyone already there. */
   async join() {
     const sig = this.sig;
@@ -371,6 +502,18 @@ export class CallSession {
       this.keyProblems.delete(id);
       this.undecryptable.delete(id);
       this.removeRemote(id, m.reason || 'left');
+      this.consult?.onLeft(id);
+      this.consultChanged();
+    });
+    sig.on('roster', (m) => { if (!this.waiting) this.keys.onRoster(m.roster); });
+    sig.on('knock', (m) => { if (m.peer) this.consult?.onKnock({ id: m.peer.id, name: m.peer.name, payload: m.payload }); });
+    sig.on('knock-left', (m) => this.consult?.onKnockLeft(m.id || ''));
+    sig.on('host', (m) => { if (this.waiting) this.events.onWaiting?.({ title: this.title, hostPresent: !!m.hostPresent }); });
+    sig.on('welcome', (m) => {
+      this.admitted(/** @type {Welcome} */ (/** @type {unknown} */ (m))).catch((e) => {
+        console.warn('admission', e);
+        this.events.onNotice?.('Could not enter the consultation. Please reload the page.');
+      });
     });
     sig.on('e2ee', (m) => { if (m.from) this.keys.onMessage(m.from, m.payload); });
     sig.on('ice-servers', (m) => this.useICEServers(m.iceServers || []));
@@ -383,8 +526,64 @@ export class CallSession {
     });
     sig.onclose = (e) => { if (!this.ended) this.events.onFatal?.(e); };
 
-    const welcome = await sig.join(this.room, this.name, await joinToken(this.secret));
-    this.myId = welcome.id;
+    const first = await sig.join(this.room, this.name, await joinToken(this.secret));
+    this.myId = first.id;
+    if (first.type === 'waiting') {
+      // A consultation's waiting room: our hello goes (only) to the host as
+      // a knock; the welcome comes when the host lets us in.
+      this.role = 'guest';
+      this.waiting = true;
+      this.title = first.title || '';
+      if (!this.consult) throw new SignalingError('not-a-consultation', 'This link is not a complete consultation link. Ask the person who invited you for the whole link.');
+      if (this.consult.record) {
+        throw new SignalingError('sign-in', 'You created this consultation in this browser. Sign in to host it.');
+      }
+      await this.keys.start(this.myId);
+      this.events.onWaiting?.({ title: this.title, hostPresent: !!first.hostPresent });
+      return first;
+    }
+    const welcome = /** @type {Welcome} */ (first);
+    if (welcome.role === 'host') {
+      if (!this.consult?.record) {
+        throw new SignalingError('no-host-key', 'This consultation was made in another browser (or its record was cleared here). Open it from the browser where you created it.');
+      }
+      // One tab hosts at a time: two would sign two different lists.
+      const locked = await this.holdHostLock();
+      if (!locked) throw new SignalingError('host-elsewhere', 'This consultation is already open in another tab or window of this browser. Use that one, or close it and reload this page.');
+    } else if (this.consult) {
+      throw new SignalingError('not-a-consultation', 'This is not a consultation link. Ask the person who invited you for the right link.');
+    }
+    await this.enterCall(welcome);
+    return welcome;
+  }
+
+  /**
+   * Takes this browser's lock on hosting the consultation, held until the
+   * page leaves. False if another tab holds it.
+   * @returns {Promise<boolean>}
+   */
+  holdHostLock() {
+    if (!navigator.locks) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      navigator.locks.request('parley-host/' + this.room, { ifAvailable: true }, (lock) => {
+        if (!lock) {
+          resolve(false);
+          return undefined;
+        }
+        resolve(true);
+        return new Promise((release) => { this.releaseHostLock = () => release(undefined); });
+      }).catch(() => resolve(true));
+    });
+  }
+
+  /**
+   * Enters the call after a welcome (an open room, the host, or an admitted guest).
+   * @param {Welcome} welcome
+   */
+  async enterCall(welcome) {
+    this.role = welcome.role || '';
+    this.title = welcome.title || this.title;
+    if (welcome.maxFileBytes) this.maxFileBytes = welcome.maxFileBytes;
     this.iceServers = welcome.iceServers || [];
     this.scheduleICERefresh();
     // The newcomer makes the offers, once each peer's key is confirmed
@@ -393,9 +592,28 @@ export class CallSession {
       this.names.set(p.id, p.name);
       this.toCall.add(p.id);
     }
-    await this.keys.start(this.myId);
+    if (!this.keys.myId) await this.keys.start(this.myId);
+    if (this.role === 'host' && this.consult) {
+      await this.consult.hostStart(welcome.roster);
+      for (const k of welcome.waiting || []) await this.consult.onKnock(k);
+    }
     this.connectConfirmed();
-    return welcome;
+    this.consultChanged();
+  }
+
+  /**
+   * The host let us in: the roster that names us, our hello again (the
+   * others take it now that the roster lists us), and the call.
+   * @param {Welcome} welcome
+   */
+  async admitted(welcome) {
+    if (!this.waiting) return;
+    this.waiting = false;
+    await this.keys.onRoster(welcome.roster);
+    await this.enterCall(welcome);
+    await this.keys.rehello();
+    this.consult?.admitted();
+    this.events.onAdmitted?.();
   }
 
   /**
@@ -418,6 +636,7 @@ export class CallSession {
       createdAt: Date.now(), everConnected: false, downSince: 0, upSince: 0,
     };
     this.remotes.set(id, r);
+    this.openData(r);
 
     pc.ontrack = (ev) => {
       if (!r.stream.getTracks().includes(ev.track)) r.stream.addTrack(ev.track);
@@ -549,6 +768,7 @@ export class CallSession {
     const r = this.remotes.get(id);
     if (!r) return;
     this.remotes.delete(id);
+    r.data?.cutOff(reason === 'removed' ? 'they were removed from the call' : 'they left the call');
     r.pc.close();
     this.events.onRemoteRemoved?.(r, reason);
   }
@@ -579,6 +799,8 @@ export class CallSession {
   /** Hangs up: tells the others and closes every connection. */
   leave() {
     this.ended = true;
+    this.consult?.stop();
+    this.releaseHostLock();
     clearInterval(this.statsTimer);
     clearTimeout(this.iceTimer);
     this.keys.stop();
