@@ -546,4 +546,3 @@ func (s *Service) Consultation(ctx context.Context, id string) (store.Consultati
 	}
 	return c, nil
 }
-
