@@ -106,6 +106,11 @@ type Message struct {
 	// Token is the join token, b64url(T_join): proof that the joiner holds
 	// the link secret (docs/security.md §2.5). The server keeps only a hash.
 	Token string `json:"token,omitempty"`
+	// Resume (join) asks for the place of the member this resume token was
+	// given to; (welcome, waiting) the token to resume with next time.
+	Resume string `json:"resume,omitempty"`
+	// Resumed (welcome, waiting): this connection took back an earlier place.
+	Resumed bool `json:"resumed,omitempty"`
 
 	// welcome
 	ID         string      `json:"id,omitempty"`
@@ -179,8 +184,8 @@ func DecodeMessage(data []byte) (*Message, error) {
 		if len(m.Room) > 64 {
 			return bad("Room id too long.")
 		}
-		if len(m.Token) > 64 {
-			return bad("Join token too long.")
+		if len(m.Token) > 64 || len(m.Resume) > 64 {
+			return bad("Join or resume token too long.")
 		}
 	case TypeOffer, TypeAnswer:
 		if m.To == "" {

@@ -255,6 +255,9 @@ func (s *Store) DeleteConsultationsInactiveSince(ctx context.Context, t time.Tim
 	if _, err := tx.ExecContext(ctx, `DELETE FROM room_members WHERE room_id IN (SELECT id FROM consultations WHERE `+stale+`)`, ms(t)); err != nil {
 		return 0, dbErr(err)
 	}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM room_rosters WHERE room_id IN (SELECT id FROM consultations WHERE `+stale+`)`, ms(t)); err != nil {
+		return 0, dbErr(err)
+	}
 	n, err := rowsAffected(tx.ExecContext(ctx, `DELETE FROM consultations WHERE `+stale, ms(t)))
 	if err != nil {
 		return 0, err

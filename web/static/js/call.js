@@ -317,9 +317,28 @@ async function joinCall() {
       if (reason !== 'hangup') status(`${r.name} left the call.`);
     },
     onNotice: status,
+    onReconnecting: () => {
+      el('reconnecting').hidden = false;
+      status('Reconnecting…');
+    },
+    onResumed: () => {
+      el('reconnecting').hidden = true;
+      status('Reconnected.');
+    },
     onFatal: (e) => {
+      el('reconnecting').hidden = true;
       if (finalCodes.includes(e.code)) {
         endCall(e.message);
+        return;
+      }
+      if (e.code === 'resume-failed') {
+        // Our place is gone: come back as a new participant.
+        status('Your place in the call could not be kept. Joining again…');
+        rejoin();
+        return;
+      }
+      if (e.code === 'gave-up') {
+        showError(e.message, { label: 'Rejoin', run: rejoin });
         return;
       }
       showError(e.message + ' Your call may go on for now, but nobody new can join.', { label: 'Rejoin', run: rejoin });

@@ -21,7 +21,7 @@ const isFirefox = /Firefox\//.test(navigator.userAgent);
  *   id: string, name: string, pc: RTCPeerConnection, stream: MediaStream, polite: boolean,
  *   makingOffer: boolean, ignoreOffer: boolean, pendingCandidates: RTCIceCandidateInit[],
  *   state: string, restartTimer: number, badSeconds: number, codecsSet?: WeakSet<RTCRtpTransceiver>,
- *   createdAt: number, everConnected: boolean, downSince: number, upSince: number, data?: PeerData,
+ *   createdAt: number, everConnected: boolean, downSince: number, upSince: number, data?: PeerData, iceRestartAt: number,
  * }} Remote
  * @typedef {{
  *   onRemoteAdded?: (r: Remote) => void,
@@ -36,6 +36,8 @@ const isFirefox = /Firefox\//.test(navigator.userAgent);
  *   onChat?: (c: {from: string, name: string, text: string, at: number, mine: boolean}) => void,
  *   onTransfer?: (t: import('./datachan.js').Transfer, name: string) => void,
  *   onRemoved?: () => void,
+ *   onReconnecting?: (attempt: number) => void,
+ *   onResumed?: () => void,
  * }} SessionEvents
  * @typedef {{
  *   role: string, title: string, locked: boolean, isHost: boolean,
@@ -77,6 +79,8 @@ export class CallSession {
     this.maxFileBytes = 100 * 1000 * 1000;
     /** Releases this tab's hold on hosting the consultation (Web Locks). */
     this.releaseHostLock = () => {};
+    /** Stops listening for network changes. @type {(() => void)|undefined} */
+    this.stopNetworkWatch = undefined;
     this.name = opts.name;
     this.stream = opts.stream;
     this.relay = opts.relay;
@@ -274,6 +278,13 @@ export class CallSession {
       r.upSince = 0;
       const down = st === 'disconnected' || st === 'failed' || st === 'closed';
       if (r.everConnected && down) r.downSince ||= now;
+      // A network change or outage: restart ICE early (not only once the
+      // browser calls it failed), at most every 5 s. The impolite side
+      // leads on "disconnected"; on "failed" either side may.
+      if (r.everConnected && (st === 'failed' || (st === 'disconnected' && !r.polite && now - r.downSince >= 2000)) && now - r.iceRestartAt >= 5000) {
+        r.iceRestartAt = now;
+        this.restartIce(r);
+      }
       const tooLong = (r.everConnected && down && now - r.downSince >= SUSPEND_AFTER_MS) ||
         (!r.everConnected && now - r.createdAt >= NEVER_CONNECTED_MS);
       if (tooLong && this.keys.isConfirmed(pid) && !this.keys.members.get(pid)?.suspended) this.keys.suspend(pid);
@@ -481,30 +492,37 @@ export class CallSession {
     });
   }
 
+  /**
+   * This device's network changed (Wi-Fi to mobile data, back online):
+   * every connection gets a new media path now, instead of waiting for
+   * ICE to notice the old one is gone.
+   */
+  networkChanged() {
+    if (this.ended) return;
+    for (const r of this.remotes.values()) {
+      r.iceRestartAt = Date.now();
+      this.restartIce(r);
+    }
+  }
+
   /** Joins the room and calls everyone already there. */
   async join() {
     const sig = this.sig;
+    const onNet = () => this.networkChanged();
+    window.addEventListener('online', onNet);
+    // @ts-ignore navigator.connection is not in every browser (or in TypeScript's DOM types)
+    navigator.connection?.addEventListener?.('change', onNet);
+    this.stopNetworkWatch = () => {
+      window.removeEventListener('online', onNet);
+      // @ts-ignore
+      navigator.connection?.removeEventListener?.('change', onNet);
+    };
     sig.on('peer-joined', (m) => {
       if (!m.peer) return;
       this.names.set(m.peer.id, m.peer.name);
       this.events.onNotice?.(`${m.peer.name} is joining the call…`);
     });
-    sig.on('peer-left', (m) => {
-      const id = m.id || '';
-      const name = this.names.get(id) || this.remotes.get(id)?.name;
-      if (name) this.departedNames.set(id, name);
-      // Forget the name: if this id ever comes back it is a replay, and a
-      // key holder under it shows as an unseen participant.
-      this.names.delete(id);
-      this.held.delete(id);
-      this.toCall.delete(id);
-      this.keys.peerLeft(id, name !== undefined);
-      this.keyProblems.delete(id);
-      this.undecryptable.delete(id);
-      this.removeRemote(id, m.reason || 'left');
-      this.consult?.onLeft(id);
-      this.consultChanged();
-    });
+    sig.on('peer-left', (m) => this.peerLeft(m.id || '', m.reason || 'left'));
     sig.on('roster', (m) => { if (!this.waiting) this.keys.onRoster(m.roster); });
     sig.on('knock', (m) => { if (m.peer) this.consult?.onKnock({ id: m.peer.id, name: m.peer.name, payload: m.payload }); });
     sig.on('knock-left', (m) => this.consult?.onKnockLeft(m.id || ''));
@@ -525,6 +543,10 @@ export class CallSession {
       this.events.onNotice?.(m.message || 'The server reported an error.');
     });
     sig.onclose = (e) => { if (!this.ended) this.events.onFatal?.(e); };
+    sig.onreconnecting = (n) => { if (!this.ended) this.events.onReconnecting?.(n); };
+    sig.onresumed = (m) => {
+      this.resumed(m).catch((e) => console.warn('resume', e));
+    };
 
     const first = await sig.join(this.room, this.name, await joinToken(this.secret));
     this.myId = first.id;
@@ -602,6 +624,75 @@ export class CallSession {
   }
 
   /**
+   * Someone left (the server's peer-left, or gone from a resumed welcome).
+   * @param {string} id @param {string} reason
+   */
+  peerLeft(id, reason) {
+    const name = this.names.get(id) || this.remotes.get(id)?.name;
+    if (name) this.departedNames.set(id, name);
+    // Forget the name: if this id ever comes back it is a replay, and a
+    // key holder under it shows as an unseen participant.
+    this.names.delete(id);
+    this.held.delete(id);
+    this.toCall.delete(id);
+    this.keys.peerLeft(id, name !== undefined);
+    this.keyProblems.delete(id);
+    this.undecryptable.delete(id);
+    this.removeRemote(id, reason);
+    this.consult?.onLeft(id);
+    this.consultChanged();
+  }
+
+  /**
+   * Back in after a reconnect, in our old place (no leave and join for the
+   * others): fresh TURN credentials, anyone who left meanwhile, our keys
+   * asked for again, and an ICE restart where the media path may be gone —
+   * always with the relay (its allocations die with a restarted server),
+   * else only on connections that are not up.
+   * @param {Message} m
+   */
+  async resumed(m) {
+    if (this.ended) return;
+    if (m.type === 'waiting') {
+      this.events.onResumed?.();
+      return;
+    }
+    const w = /** @type {Welcome} */ (/** @type {unknown} */ (m));
+    if (this.waiting) {
+      // Let in while we were away.
+      await this.admitted(w);
+      this.events.onResumed?.();
+      return;
+    }
+    if (w.roster) this.keys.onRoster(w.roster);
+    this.useICEServers(w.iceServers || []);
+    const present = new Set((w.peers || []).map((p) => p.id));
+    for (const p of w.peers || []) if (!this.names.has(p.id)) this.names.set(p.id, p.name);
+    for (const id of [...this.remotes.keys(), ...this.names.keys()]) {
+      if (!present.has(id)) this.peerLeft(id, 'left');
+    }
+    await this.keys.resync();
+    for (const r of this.remotes.values()) {
+      if (this.relay || r.pc.connectionState !== 'connected') this.restartIce(r);
+    }
+    this.events.onResumed?.();
+  }
+
+  /**
+   * An ICE restart (a new media path, e.g. after a network change or with
+   * fresh relay credentials). Both sides may call it: perfect negotiation
+   * settles colliding offers.
+   * @param {Remote} r
+   */
+  restartIce(r) {
+    try {
+      r.pc.restartIce();
+    } catch (e) {
+      console.warn('ICE restart', e);
+    }
+  }
+
+  /**
    * The host let us in: the roster that names us, our hello again (the
    * others take it now that the roster lists us), and the call.
    * @param {Welcome} welcome
@@ -633,7 +724,7 @@ export class CallSession {
     const r = {
       id, name, pc, stream: new MediaStream(), polite: this.myId > id,
       makingOffer: false, ignoreOffer: false, pendingCandidates: [], state: 'connecting', restartTimer: 0, badSeconds: 0,
-      createdAt: Date.now(), everConnected: false, downSince: 0, upSince: 0,
+      createdAt: Date.now(), everConnected: false, downSince: 0, upSince: 0, iceRestartAt: 0,
     };
     this.remotes.set(id, r);
     this.openData(r);
@@ -661,10 +752,9 @@ export class CallSession {
     };
     pc.onconnectionstatechange = () => {
       r.state = pc.connectionState;
-      if (pc.connectionState === 'failed') {
-        // Try an ICE restart once the network settles; the impolite side
-        // leads so both do not restart at once.
-        if (!r.polite) pc.restartIce();
+      if (pc.connectionState === 'failed' && !r.polite && Date.now() - r.iceRestartAt >= 5000) {
+        r.iceRestartAt = Date.now();
+        this.restartIce(r);
       }
       this.events.onRemoteUpdated?.(r);
     };
@@ -799,6 +889,7 @@ export class CallSession {
   /** Hangs up: tells the others and closes every connection. */
   leave() {
     this.ended = true;
+    this.stopNetworkWatch?.();
     this.consult?.stop();
     this.releaseHostLock();
     clearInterval(this.statsTimer);
