@@ -563,7 +563,7 @@ func (c consultations) Lookup(ctx context.Context, id string) (signaling.Consult
 	if err != nil {
 		return signaling.Consultation{}, err
 	}
-	return signaling.Consultation{ID: co.ID, Verifier: co.JoinVerifier, Title: co.Title, ScheduledAt: co.ScheduledAt, Locked: co.Locked}, nil
+	return signaling.Consultation{ID: co.ID, Verifier: co.JoinVerifier, Title: co.Title, HostName: co.HostName, ScheduledAt: co.ScheduledAt, Locked: co.Locked}, nil
 }
 
 func (c consultations) IsHost(r *http.Request, id string) bool {
