@@ -127,6 +127,10 @@ type Config struct {
 	// socket (see SetSocketBuffers). Default 2 MiB; negative leaves the
 	// kernel default, which is only useful to measure its effect.
 	SocketBuffer int
+
+	// noBatching makes tests use the portable fast path (one datagram per
+	// read and write) where batched I/O is available.
+	noBatching bool
 }
 
 // Validate fills in defaults and checks the configuration. The error wraps
