@@ -26,7 +26,7 @@ import (
 // The other direction, peers to clients, is in relayConn.ReadFrom and,
 // batched, in the relay poller, both writing here.
 type listenConn struct {
-	net.PacketConn              // the socket given to New
+	net.PacketConn // the socket given to New
 	s              *Server
 	udp            *net.UDPConn // nil when the socket is not a *net.UDPConn: no fast path
 	bio            *batchIO     // batched I/O on udp (Linux), or nil

@@ -34,8 +34,8 @@ const (
 	minChannel        = 0x4000 // pion accepts RFC 5766's 0x4000-0x7FFF
 	maxChannel        = 0x7FFF
 
-	stunHeaderLen     = 20
-	stunMagicCookie   = 0x2112A442
+	stunHeaderLen      = 20
+	stunMagicCookie    = 0x2112A442
 	typeSendIndication = 0x0016
 	typeDataIndication = 0x0017
 
