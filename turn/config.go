@@ -131,6 +131,11 @@ type Config struct {
 	// noBatching makes tests use the portable fast path (one datagram per
 	// read and write) where batched I/O is available.
 	noBatching bool
+
+	// permissionLifetime and channelLifetime shorten RFC 8656's 300 s and
+	// 10 minutes, for tests of expiry; zero means the RFC's.
+	permissionLifetime time.Duration
+	channelLifetime    time.Duration
 }
 
 // Validate fills in defaults and checks the configuration. The error wraps

@@ -1,6 +1,7 @@
 package turn
 
 import (
+	"cmp"
 	"fmt"
 	"log/slog"
 	"net"
@@ -134,8 +135,8 @@ func newServer(cfg Config, logger *slog.Logger, packetConns []net.PacketConn, li
 		// Pion grants this when an Allocate or Refresh has no LIFETIME, or
 		// asks for MaxAllocationLifetime or more (see the package doc).
 		AllocationLifetime: cfg.AllocationLifetime,
-		PermissionTimeout:  300 * time.Second, // RFC 8656 §9: exactly 300 s
-		ChannelBindTimeout: 10 * time.Minute,  // RFC 8656 §12
+		PermissionTimeout:  cmp.Or(cfg.permissionLifetime, 300*time.Second), // RFC 8656 §9: exactly 300 s
+		ChannelBindTimeout: cmp.Or(cfg.channelLifetime, 10*time.Minute),     // RFC 8656 §12
 		EventHandler: pionturn.EventHandler{
 			OnAuth:              s.onAuth,
 			OnAllocationCreated: s.onAllocationCreated,
