@@ -189,11 +189,13 @@ type batchIO struct {
 	n      int
 	errno  syscall.Errno
 	readFn func(uintptr) bool
+	delay  time.Duration // Config.BatchDelay
+	pause  bool          // nap before the next recvmmsg
 
 	sa [sockaddrLen]byte
 }
 
-func newBatchIO(udp *net.UDPConn) (*batchIO, error) {
+func newBatchIO(udp *net.UDPConn, delay time.Duration) (*batchIO, error) {
 	raw, err := udp.SyscallConn()
 	if err != nil {
 		return nil, err
@@ -205,14 +207,35 @@ func newBatchIO(udp *net.UDPConn) (*batchIO, error) {
 	if family != unix.AF_INET && family != unix.AF_INET6 {
 		return nil, fmt.Errorf("turn: socket family %d", family)
 	}
-	b := &batchIO{raw: raw, family: family, in: newMmsg(batchSize)}
+	b := &batchIO{raw: raw, family: family, in: newMmsg(batchSize), delay: delay}
 	b.readFn = b.recv
 	return b, nil
 }
 
 func (b *batchIO) recv(fd uintptr) bool {
+	if b.pause {
+		b.pause = false
+		nap(b.delay)
+	}
 	b.n, b.errno = b.in.recv(int(fd), b.bufs, 0, maxDatagram)
-	return b.errno != unix.EAGAIN
+	if b.errno == unix.EAGAIN {
+		b.pause = true // woken by the next datagram: let a batch gather first
+		return false
+	}
+	// A full batch means more are waiting; otherwise let the next gather.
+	b.pause = b.n < len(b.bufs)
+	return true
+}
+
+// nap sleeps d in a system call, finer than time.Sleep, whose timers the
+// runtime's poller wakes with millisecond precision.
+func nap(d time.Duration) {
+	if d <= 0 {
+		return
+	}
+	ts := unix.NsecToTimespec(int64(d))
+	for unix.Nanosleep(&ts, &ts) == unix.EINTR {
+	}
 }
 
 // read reads a batch of datagrams into bufs, waiting for the first one.
@@ -405,6 +428,8 @@ type relayPoller struct {
 	now    time.Time
 	tally  tally
 	pollFn func(uintptr) bool
+	delay  time.Duration // Config.BatchDelay
+	pause  bool          // nap before the next epoll_wait
 	err    error
 	exited chan struct{}
 }
@@ -439,6 +464,7 @@ func newPoller(s *Server) (*relayPoller, error) {
 		bufs:   make([][]byte, batchSize),
 		writer: newBatchWriter(),
 		exited: make(chan struct{}),
+		delay:  s.cfg.BatchDelay,
 	}
 	for i := range p.bufs {
 		p.bufs[i] = make([]byte, dataIndicationHeadroom+maxDatagram+3)
@@ -526,6 +552,10 @@ func (p *relayPoller) close() {
 // to wait in Go's poller.
 func (p *relayPoller) poll(epfd uintptr) bool {
 	for {
+		if p.pause {
+			p.pause = false
+			nap(p.delay)
+		}
 		n, err := unix.EpollWait(int(epfd), p.events, 0)
 		if err == unix.EINTR {
 			continue
@@ -535,29 +565,33 @@ func (p *relayPoller) poll(epfd uintptr) bool {
 			return true
 		}
 		if n == 0 {
+			p.pause = true // woken by the next datagram: let a batch gather first
 			return false
 		}
 		p.now = time.Now()
+		got := 0
 		for i := range n {
-			p.drain(p.events[i].Fd)
+			got += p.drain(p.events[i].Fd)
 		}
 		p.flush()
+		p.pause = got < batchSize
 	}
 }
 
-// drain reads one batch from the relay socket fd and queues its frames.
-func (p *relayPoller) drain(fd int32) {
+// drain reads one batch from the relay socket fd and queues its frames;
+// it returns how many datagrams it read.
+func (p *relayPoller) drain(fd int32) int {
 	p.mu.RLock()
 	rc := p.relays[fd]
 	p.mu.RUnlock()
 	if rc == nil {
-		return
+		return 0
 	}
 	r := rc.raw
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	if r.fd != int(fd) {
-		return // closed meanwhile
+		return 0 // closed meanwhile
 	}
 	if batchSize-p.used < batchSize/4 {
 		p.flush()
@@ -565,7 +599,7 @@ func (p *relayPoller) drain(fd int32) {
 	const headroom = dataIndicationHeadroom
 	n, e := p.in.recv(r.fd, p.bufs[p.used:], headroom, maxDatagram)
 	if e != 0 {
-		return // EAGAIN: another reader was first; other errors: ICMP reports, nothing to do
+		return 0 // EAGAIN: another reader was first; other errors: ICMP reports, nothing to do
 	}
 	st := rc.state.Load()
 	for i := range n {
@@ -582,6 +616,7 @@ func (p *relayPoller) drain(fd int32) {
 		p.outs = append(p.outs, outFrame{lc: st.lc, frame: frameForClient(st, buf, headroom, size, src), to: st.client})
 	}
 	p.used += n
+	return n
 }
 
 // flush sends the queued frames, one sendmmsg per listening socket and

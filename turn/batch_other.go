@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"time"
 )
 
 // Elsewhere than on Linux the fast path reads and writes one datagram at a
@@ -20,7 +21,7 @@ var errBatchUnsupported = errors.New("turn: batched I/O is only implemented on L
 
 type batchIO struct{}
 
-func newBatchIO(*net.UDPConn) (*batchIO, error) { return nil, errBatchUnsupported }
+func newBatchIO(*net.UDPConn, time.Duration) (*batchIO, error) { return nil, errBatchUnsupported }
 
 func (*batchIO) read([][]byte, []int, []netip.AddrPort) (int, error) {
 	return 0, errBatchUnsupported

@@ -128,6 +128,13 @@ type Config struct {
 	// kernel default, which is only useful to measure its effect.
 	SocketBuffer int
 
+	// BatchDelay is how long, at most, the batched fast path lets
+	// datagrams gather before it reads them, after a read that did not
+	// fill a batch: it trades that much latency per relay leg for fewer
+	// system calls and wakeups per packet. 0 reads as soon as anything
+	// arrives. Only used where batched I/O exists (Linux).
+	BatchDelay time.Duration
+
 	// noBatching makes tests use the portable fast path (one datagram per
 	// read and write) where batched I/O is available.
 	noBatching bool

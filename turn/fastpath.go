@@ -55,7 +55,7 @@ func newListenConn(s *Server, pc net.PacketConn, batching bool) *listenConn {
 	c.udp = udp
 	n := 1
 	if batching {
-		if bio, err := newBatchIO(udp); err == nil {
+		if bio, err := newBatchIO(udp, s.cfg.BatchDelay); err == nil {
 			c.bio = bio
 			n = batchSize
 		} else {
