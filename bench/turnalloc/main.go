@@ -86,4 +86,3 @@ func run(server, secret, peerAddr, prefix string, n, perUser int) error {
 type closerFunc func() error
 
 func (f closerFunc) Close() error { return f() }
-
