@@ -124,7 +124,9 @@ func parseClientPacket(b []byte) (kind clientPacket, channel uint16, peer netip.
 
 // decodeXORAddress decodes the value of an XOR-PEER-ADDRESS attribute.
 func decodeXORAddress(v, txID []byte) (netip.AddrPort, bool) {
-	if len(v) < 4 {
+	// The family is read as 16 bits, as pion/stun does: a non-zero
+	// first byte is no family at all.
+	if len(v) < 4 || v[0] != 0 {
 		return netip.AddrPort{}, false
 	}
 	port := binary.BigEndian.Uint16(v[2:]) ^ (stunMagicCookie >> 16)
