@@ -154,6 +154,10 @@ func build(cfg config.Config, logger *slog.Logger, ln Listeners, relayOnly bool,
 			CredentialTTL: cfg.TURNCredTTL,
 			AllowPeers:    cfg.TURNAllowPeers,
 			DenyPeers:     cfg.TURNDenyPeers,
+			// 0 is "no limit" in the flags, as in coturn; turn.Config
+			// takes 0 for its default and a negative value for none.
+			MaxAllocationsPerUser: quota(cfg.TURNUserQuota),
+			MaxAllocations:        quota(cfg.TURNTotalQuota),
 		}, logger, pcs, lns)
 		if err != nil {
 			return nil, fmt.Errorf("server: TURN relay: %w", err)
@@ -283,6 +287,14 @@ func (s *Server) embeddedICEServers(r *http.Request, peerID string) []signaling.
 	}
 	user, pass := turn.Credentials([]byte(s.cfg.TURNSecret), peerID, s.cfg.TURNCredTTL, time.Now())
 	return []signaling.ICEServer{{URLs: urls, Username: user, Credential: pass}}
+}
+
+// quota maps a quota setting (0: no limit) to turn.Config's (negative: no limit).
+func quota(n int) int {
+	if n == 0 {
+		return -1
+	}
+	return n
 }
 
 // turnHost is the host name clients use for TURN: the advertised IP if set,
