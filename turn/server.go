@@ -368,15 +368,34 @@ func (s *Server) permit(client net.Addr, peer net.IP) bool {
 }
 
 // logRefusal logs at Info, at most refusalLogBurst lines per window.
+//
+// IP addresses (the client's, the peer's, a rate-limited source) go only to
+// a debug line: at info the line says what was refused and why, not from
+// where (docs/security.md §9.7).
 func (s *Server) logRefusal(msg string, attrs ...any) {
 	ok, suppressed := s.refusals.allow(time.Now())
 	if suppressed > 0 {
 		s.log.Info("turn: refusal log lines suppressed", "count", suppressed)
 	}
-	if ok {
-		s.log.Info(msg, attrs...)
+	if !ok {
+		return
+	}
+	var plain, addrs []any
+	for _, a := range attrs {
+		if at, isAttr := a.(slog.Attr); isAttr && addressKeys[at.Key] {
+			addrs = append(addrs, a)
+			continue
+		}
+		plain = append(plain, a)
+	}
+	s.log.Info(msg, plain...)
+	if len(addrs) > 0 {
+		s.log.Debug(msg+" (addresses)", append(plain, addrs...)...)
 	}
 }
+
+// addressKeys are the log attributes that carry IP addresses.
+var addressKeys = map[string]bool{"client": true, "peer": true, "source": true}
 
 // fiveTuple identifies an allocation by its client and server addresses.
 func fiveTuple(src, dst net.Addr) string { return addrString(src) + " " + addrString(dst) }
