@@ -197,10 +197,12 @@ func build(cfg config.Config, logger *slog.Logger, ln Listeners, relayOnly bool,
 		mux := http.NewServeMux()
 		mux.Handle("/ws", s.sig)
 		mux.Handle("/api/", s.sig)
+		var requireHost func(http.Handler) http.Handler
 		if s.accounts != nil {
 			s.accounts.Register(mux)
+			requireHost = s.accounts.RequireHost
 		}
-		mux.Handle("/", web.Handler(map[string]fs.FS{"e2ee": e2ee.Browser}))
+		mux.Handle("/", web.Handler(map[string]fs.FS{"e2ee": e2ee.Browser}, requireHost))
 		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "text/plain")
 			w.Write([]byte("ok\n"))
