@@ -11,6 +11,7 @@
 //     list, Copy, the mailto link; the host key store's add-only and
 //     roster rules; a consultation from another browser shown as such;
 //     revoke (the room answers 410); sign out;
+//   - the same sign-in and creation in Firefox (Ed25519 keys in IndexedDB);
 //   - screenshots at 360x740 and 1280x800 with no text overflowing its box
 //     and no controls overlapping.
 import { test, before, after } from 'node:test';
@@ -19,6 +20,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { startParley, launchBrowser, dumpOnFailure, repo, until } from './harness.mjs';
+import { ensureFirefox, launchFirefox } from './firefox.mjs';
 
 const EMAIL = 'host@example.com';
 const PASSWORD = 'a long password';
@@ -219,7 +221,7 @@ test('sign-in errors in plain words, then a keyboard-only sign-in', onFailure(as
 /** @type {{id: string, link: string, title: string}} */
 let made;
 
-test('create a consultation: the #c= link, the key store, the list, copy and mailto', onFailure(async () => {
+test('create a consultation: the #c= link, the key store, the list, copy and mailto', onFailure(async (t) => {
   const { page } = host;
   await page.setViewportSize({ width: 1280, height: 800 });
   await page.goto(parley.base + '/host');
@@ -297,6 +299,7 @@ test('create a consultation: the #c= link, the key store, the list, copy and mai
   await item.locator('.c-copy').click();
   await until(async () => (await item.locator('.c-copied').innerText()) !== '', 'the copy message');
   const copied = await item.locator('.c-copied').innerText();
+  t.diagnostic(/Link copied/.test(copied) ? 'Copy: the clipboard' : 'Copy: the browser refused, the fallback field');
   if (/Link copied/.test(copied)) {
     assert.equal(await page.evaluate(() => navigator.clipboard.readText()), link);
   } else {
@@ -443,3 +446,33 @@ test('landing page with -open-rooms keeps "Start a consultation"', onFailure(asy
     await openParley.stop();
   }
 }));
+
+test('Firefox: sign in, create, and the keys stay in its IndexedDB', async (t) => {
+  const why = ensureFirefox();
+  if (why) { t.skip(why); return; }
+  const ff = await launchFirefox();
+  try {
+    const { page } = ff;
+    await page.goto(parley.base + '/signin');
+    await page.waitForSelector('#email');
+    await page.type('#email', EMAIL);
+    await page.type('#password', PASSWORD);
+    await Promise.all([page.waitForNavigation(), page.click('#signin-submit')]);
+    assert.equal(new URL(page.url()).pathname, '/host');
+    await page.waitForSelector('#new-form', { visible: true });
+    await page.type('#title', 'Made in Firefox');
+    await page.click('#create');
+    await page.waitForSelector('#created', { visible: true, timeout: 15000 });
+    const link = await page.$eval('#created-link', (e) => /** @type {HTMLInputElement} */ (e).value);
+    const m = /\/c\/([A-Za-z0-9_-]{22})#c=([A-Za-z0-9_-]{64})$/.exec(link);
+    assert.ok(m, 'link: ' + link + '\n' + ff.consoleLines.join('\n'));
+    const rec = await page.evaluate(async (id) => {
+      const hs = await import('/js/hoststore.js');
+      const r = await hs.getConsultation(id);
+      return r && { extractable: r.sk.extractable, alg: r.sk.algorithm.name, secret: r.secret.length, pub: r.pub.length };
+    }, m[1]);
+    assert.deepEqual(rec, { extractable: false, alg: 'Ed25519', secret: 16, pub: 32 });
+  } finally {
+    await ff.close();
+  }
+});
