@@ -413,6 +413,7 @@ test('revoke, with a confirm step: listed as revoked, the room answers 410', onF
   assert.equal(await page.locator(`#upcoming li[data-id="${made.id}"]`).count(), 0);
   assert.equal(await past.locator('button, a').count(), 0, 'past ones are only listed');
   assert.match(await text(page, '#host-status'), /was revoked/);
+  assert.equal(await page.evaluate(() => document.activeElement?.id), 'past-title', 'focus follows the revoked consultation');
   assert.equal(await page.isVisible('#created'), false, 'the revoked link is no longer offered');
   const r = await fetch(`${parley.base}/api/rooms/${made.id}`);
   assert.equal(r.status, 410);
