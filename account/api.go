@@ -378,6 +378,7 @@ type CreateRequest struct {
 	Title        string  `json:"title"`
 	ScheduledAt  *string `json:"scheduledAt"`  // RFC 3339, or null/absent for "now"
 	JoinVerifier string  `json:"joinVerifier"` // unpadded base64url of 32 bytes
+	HostName     string  `json:"hostName"`     // optional: how guests see the host while they wait
 }
 
 // ConsultationView is a consultation as the API shows it to its host.
@@ -392,6 +393,7 @@ type ConsultationView struct {
 	URL         string     `json:"url"` // /c/<id>; the page adds #k=<secret>
 	State       string     `json:"state"`
 	Locked      bool       `json:"locked"`
+	HostName    string     `json:"hostName,omitempty"`
 }
 
 // ListResponse is the answer to GET /api/consultations.
@@ -412,7 +414,7 @@ func view(c store.Consultation, now time.Time) ConsultationView {
 		ID: c.ID, Title: c.Title, ScheduledAt: timePtr(c.ScheduledAt),
 		CreatedAt: c.CreatedAt, ExpiresAt: c.ExpiresAt,
 		RevokedAt: timePtr(c.RevokedAt), EndedAt: timePtr(c.EndedAt),
-		URL: "/c/" + c.ID, State: string(c.State(now)), Locked: c.Locked,
+		URL: "/c/" + c.ID, State: string(c.State(now)), Locked: c.Locked, HostName: c.HostName,
 	}
 }
 
@@ -453,6 +455,10 @@ func (s *Service) createConsultation(w http.ResponseWriter, r *http.Request, si 
 	if err != nil {
 		return err
 	}
+	hostName, herr := store.NormalizeHostName(req.HostName)
+	if herr != nil {
+		return apiErr(CodeBadTitle, fmt.Sprintf("Your name as guests see it can be at most %d characters, without line breaks or control characters.", store.MaxHostNameLen))
+	}
 	n, err := s.st.CountActiveConsultations(ctx, si.user.ID, now)
 	if err != nil {
 		return err
@@ -466,7 +472,7 @@ func (s *Service) createConsultation(w http.ResponseWriter, r *http.Request, si 
 	}
 	c := store.Consultation{
 		OwnerID: si.user.ID, Title: title, ScheduledAt: sched, CreatedAt: now,
-		ExpiresAt: start.Add(s.cfg.InviteTTL), JoinVerifier: verifier,
+		ExpiresAt: start.Add(s.cfg.InviteTTL), JoinVerifier: verifier, HostName: hostName,
 	}
 	for try := 0; ; try++ {
 		c.ID = store.NewID()

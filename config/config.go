@@ -51,6 +51,7 @@ type Config struct {
 	RoomsPerIP     int            // rooms one IP address may create per hour
 	RoomTTL        time.Duration  // an unused room is forgotten after this long
 	RoomUnusedTTL  time.Duration  // a room nobody ever joined is forgotten after this long
+	MaxFileBytes   int64          // largest file participants may send each other in a call
 	AllowNoOrigin  bool           // admit WebSockets without an Origin header (non-browser clients)
 	DataDir        string         // where the database (accounts, consultations, rooms) lives
 	OpenRooms      bool           // anyone may create rooms without signing in (personal use)
@@ -74,6 +75,7 @@ func Default() Config {
 		RoomsPerIP:    60,
 		RoomTTL:       7 * 24 * time.Hour,
 		RoomUnusedTTL: time.Hour,
+		MaxFileBytes:  100 << 20,
 		DataDir:       "parley-data",
 		InviteTTL:     24 * time.Hour,
 		SessionTTL:    12 * time.Hour,
@@ -226,6 +228,14 @@ func settings() []setting {
 		{name: "max-rooms", usage: "rooms held at once, server-wide", set: intSetter(func(c *Config) *int { return &c.MaxRooms })},
 		{name: "rooms-per-ip", usage: "rooms one IP address may create per hour", set: intSetter(func(c *Config) *int { return &c.RoomsPerIP })},
 		{name: "room-ttl", usage: "an unused room link stops working after this long", set: durationSetter(func(c *Config) *time.Duration { return &c.RoomTTL })},
+		{name: "max-file-size", usage: "largest file people may send each other in a call (end to end encrypted, never stored on the server), e.g. 100MB or 2GB", set: func(c *Config, v string) error {
+			n, err := parseSize(v)
+			if err != nil {
+				return err
+			}
+			c.MaxFileBytes = n
+			return nil
+		}},
 		{name: "room-unused-ttl", usage: "a room link nobody has joined yet stops working after this long", set: durationSetter(func(c *Config) *time.Duration { return &c.RoomUnusedTTL })},
 		{name: "allow-missing-origin", flag: true, usage: "accept WebSocket connections and room creations without an Origin header, for non-browser clients (browsers always send one)", set: boolSetter(func(c *Config) *bool { return &c.AllowNoOrigin })},
 		{name: "data-dir", usage: "`directory` of the database: host accounts, sessions, consultations and rooms (created 0700 when missing)", set: func(c *Config, v string) error {
@@ -272,6 +282,27 @@ func durationSetter(field func(*Config) *time.Duration) func(*Config, string) er
 		*field(c) = d
 		return nil
 	}
+}
+
+// parseSize reads a size: a number of bytes, or with KB, MB or GB (powers
+// of 1024; KiB, MiB, GiB are the same).
+func parseSize(v string) (int64, error) {
+	s := strings.ToUpper(strings.TrimSpace(v))
+	mult := int64(1)
+	for _, u := range []struct {
+		suffix string
+		m      int64
+	}{{"KIB", 1 << 10}, {"MIB", 1 << 20}, {"GIB", 1 << 30}, {"KB", 1 << 10}, {"MB", 1 << 20}, {"GB", 1 << 30}, {"B", 1}} {
+		if strings.HasSuffix(s, u.suffix) {
+			s, mult = strings.TrimSpace(strings.TrimSuffix(s, u.suffix)), u.m
+			break
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 || n > (1<<62)/mult {
+		return 0, fmt.Errorf("want a size like 100MB, got %q", v)
+	}
+	return n * mult, nil
 }
 
 // boolSetter takes true/false, 1/0, yes/no and on/off, in any case.
@@ -334,7 +365,7 @@ func load(args []string, lookupEnv func(string) (string, bool), out io.Writer, c
 	defaults := map[string]string{
 		"listen": d.Listen, "turn-listen": d.TURNListen, "turn-credential-ttl": d.TURNCredTTL.String(),
 		"log-level": strings.ToLower(d.LogLevel.String()), "max-rooms": strconv.Itoa(d.MaxRooms),
-		"rooms-per-ip": strconv.Itoa(d.RoomsPerIP), "room-ttl": d.RoomTTL.String(), "room-unused-ttl": d.RoomUnusedTTL.String(),
+		"rooms-per-ip": strconv.Itoa(d.RoomsPerIP), "room-ttl": d.RoomTTL.String(), "room-unused-ttl": d.RoomUnusedTTL.String(), "max-file-size": "100MB",
 		"acme-directory": d.ACMEDirectory, "acme-cache": d.ACMECache,
 		"data-dir": d.DataDir, "invite-ttl": d.InviteTTL.String(), "session-ttl": d.SessionTTL.String(),
 	}
@@ -521,6 +552,8 @@ func (c *Config) Validate() error {
 		return fieldErr("rooms-per-ip", fmt.Errorf("must be at least 1"))
 	case c.RoomTTL < time.Minute:
 		return fieldErr("room-ttl", fmt.Errorf("must be at least 1m"))
+	case c.MaxFileBytes < 1<<10 || c.MaxFileBytes > 8<<30:
+		return fieldErr("max-file-size", fmt.Errorf("must be between 1KB and 8GB"))
 	case c.RoomUnusedTTL < time.Minute || c.RoomUnusedTTL > c.RoomTTL:
 		return fieldErr("room-unused-ttl", fmt.Errorf("must be between 1m and room-ttl (%s)", c.RoomTTL))
 	case c.DataDir == "":

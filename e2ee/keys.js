@@ -374,6 +374,9 @@ export class KeyAgreement {
       return;
     }
     if (p.t === 'confirm') return this.onConfirm(m, p);
+    // A peer back from a reconnect may have missed our key: send it again
+    // (a repeat of the same generation and step is ignored).
+    if (p.t === 'resync') return m.state === 'confirmed' ? this.sendKeyTo(m) : undefined;
     if (p.t === 'key') return this.onKey(m, p);
     if (m.state !== 'confirmed') return;
     if (p.t === 'commit' || p.t === 'reveal') return this.onRound(m, p);
@@ -814,6 +817,14 @@ export class KeyAgreement {
     } catch {
       return null;
     }
+  }
+
+  /** After a reconnect: asks every confirmed peer for its current key again. */
+  resync() {
+    this.queue = this.queue.then(() => {
+      for (const pid of this.confirmed()) this.hooks.send({ t: 'resync' }, pid);
+    });
+    return this.queue;
   }
 
   /** Sends our hello again, to everyone (an admitted guest does, §9.3). */

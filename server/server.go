@@ -58,6 +58,7 @@ type Server struct {
 	relayOnly bool
 	store     *store.Store     // opened by the caller; nil: no accounts
 	accounts  *account.Service // nil without a store
+	persist   *persister       // rooms and members to the store; nil without one
 }
 
 // Option adds an optional part to New.
@@ -168,7 +169,10 @@ func build(cfg config.Config, logger *slog.Logger, ln Listeners, relayOnly bool,
 		canCreate := func(*http.Request) bool { return cfg.OpenRooms }
 		var signIn func(http.ResponseWriter, *http.Request)
 		var consults signaling.Consultations
+		var persist signaling.Persister
 		if s.store != nil {
+			s.persist = newPersister(s.store, logger.With("component", "persist"))
+			persist = s.persist
 			s.accounts = account.New(account.Config{
 				PublicURL:      cfg.PublicURL,
 				TrustedProxies: cfg.TrustedProxies,
@@ -192,7 +196,21 @@ func build(cfg config.Config, logger *slog.Logger, ln Listeners, relayOnly bool,
 			CanCreateRooms:     canCreate,
 			SignInRequired:     signIn,
 			Consultations:      consults,
+			MaxFileBytes:       cfg.MaxFileBytes,
+			Persister:          persist,
 		}, logger.With("component", "signaling"))
+
+		if s.store != nil {
+			// Calls that were running when the server stopped: their pages
+			// reconnect and resume (docs/protocol.md, Resume).
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			rooms, err := restoredRooms(ctx, s.store)
+			cancel()
+			if err != nil {
+				return nil, fmt.Errorf("server: reading back the calls of the last run: %w", err)
+			}
+			s.sig.Restore(rooms)
+		}
 
 		mux := http.NewServeMux()
 		mux.Handle("/ws", s.sig)
@@ -458,6 +476,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if s.accounts != nil {
 		s.accounts.Close()
 	}
+	if s.persist != nil {
+		s.persist.Close()
+	}
 	if s.shared != nil {
 		s.shared.Close()
 	}
@@ -544,7 +565,7 @@ func (c consultations) Lookup(ctx context.Context, id string) (signaling.Consult
 	if err != nil {
 		return signaling.Consultation{}, err
 	}
-	return signaling.Consultation{ID: co.ID, Verifier: co.JoinVerifier, Title: co.Title, ScheduledAt: co.ScheduledAt, Locked: co.Locked}, nil
+	return signaling.Consultation{ID: co.ID, Verifier: co.JoinVerifier, Title: co.Title, HostName: co.HostName, ScheduledAt: co.ScheduledAt, Locked: co.Locked}, nil
 }
 
 func (c consultations) IsHost(r *http.Request, id string) bool {

@@ -56,9 +56,21 @@ type client struct {
 	waiting bool
 	knock   json.RawMessage // the guest's hello, for the host
 
+	// Resume (persist.go). resumeHash, joinedAt and detachedAt are guarded
+	// by room.mu; detached, pending and overflow by pmu (enqueue runs under
+	// other locks too).
+	resumeHash []byte
+	joinedAt   time.Time
+	detachedAt time.Time
+	pmu        sync.Mutex
+	detached   bool
+	pending    [][]byte
+	overflow   bool
+
 	limiter  *rate.Limiter
 	flood    *rate.Limiter
 	lastWarn time.Time
+	left     bool // sent leave (only run's goroutine)
 }
 
 func newClient(s *Server, ws *websocket.Conn, r *http.Request) *client {
@@ -79,7 +91,11 @@ func (c *client) run() {
 	go c.writer()
 	readFailed := false
 	defer func() {
-		c.leaveRoom("disconnected")
+		// Without a leave, keep the place for a resume (a network change,
+		// a server restart); with one, or when refused, the member is gone.
+		if !c.left && !c.detach() {
+			c.leaveRoom("disconnected")
+		}
 		c.closeWith(websocket.CloseNormalClosure, "")
 		<-c.done
 		if !readFailed {
@@ -190,6 +206,7 @@ func (c *client) handle(m *Message) bool {
 	case TypeAdmit, TypeDeny, TypeRemove, TypeRoster, TypeEnd:
 		return c.hostMessage(m)
 	case TypeLeave:
+		c.left = true
 		c.leaveRoom("left")
 		c.closeWith(websocket.CloseNormalClosure, "bye")
 		return true
@@ -237,6 +254,10 @@ func (c *client) join(m *Message) error {
 		c.log.Info("join refused: bad join token")
 		return protoErr(CodeBadToken, msgBadToken, ErrBadToken)
 	}
+	if m.Resume != "" {
+		return c.resume(rm, m.Resume)
+	}
+	c.joinedAt = time.Now()
 	if rm.consult != nil {
 		if !c.srv.consults.IsHost(c.req, rm.id) {
 			return c.enterWaiting(rm)
@@ -263,10 +284,6 @@ func (c *client) join(m *Message) error {
 // its welcome (queued under the room lock, so that it precedes any message
 // another member sends it). rm.mu is held.
 func (rm *room) admit(c *client, ice []ICEServer) {
-	peers := make([]Peer, 0, len(rm.order))
-	for _, id := range rm.order {
-		peers = append(peers, Peer{ID: id, Name: rm.peers[id].name})
-	}
 	joined, _ := json.Marshal(Message{Type: TypePeerJoined, Peer: &Peer{ID: c.id, Name: c.name}})
 	for _, p := range rm.peers {
 		p.enqueue(joined)
@@ -276,20 +293,42 @@ func (rm *room) admit(c *client, ice []ICEServer) {
 	rm.lastUsed = time.Now()
 	rm.joined = true
 	c.room = rm
-	w := Message{Type: TypeWelcome, Version: ProtocolVersion, ID: c.id, Peers: peers, ICEServers: ice, MaxPeers: MaxPeers}
+	if rm.consult != nil && c.role == RoleHost {
+		rm.host = c
+		present, _ := json.Marshal(Message{Type: TypeHost, HostPresent: boolp(true)})
+		for _, g := range rm.waiting {
+			g.enqueue(present)
+		}
+	}
+	tok, hash := newResume()
+	c.resumeHash = hash
+	c.queue(rm.welcomeFor(c, ice, tok, false))
+	c.srv.persist.SaveMember(rm.id, c.saved())
+	if rm.consult == nil {
+		c.srv.persist.SaveRoom(rm.saved())
+	}
+}
+
+// welcomeFor is c's welcome: its id, the others, ICE servers, the resume
+// token and, in a consultation, its role, the title and the roster (and for
+// the host the waiting guests and the lock). rm.mu is held.
+func (rm *room) welcomeFor(c *client, ice []ICEServer, resume string, resumed bool) Message {
+	peers := make([]Peer, 0, len(rm.order))
+	for _, id := range rm.order {
+		if id != c.id {
+			peers = append(peers, Peer{ID: id, Name: rm.peers[id].name})
+		}
+	}
+	w := Message{Type: TypeWelcome, Version: ProtocolVersion, ID: c.id, Peers: peers, ICEServers: ice, MaxPeers: MaxPeers,
+		MaxFileBytes: c.srv.cfg.MaxFileBytes, Resume: resume, Resumed: resumed}
 	if rm.consult != nil {
 		w.Role, w.Title, w.Roster = c.role, rm.consult.Title, rm.roster
 		if c.role == RoleHost {
-			rm.host = c
 			w.Waiting = rm.knocks()
 			w.Locked = boolp(rm.locked)
-			present, _ := json.Marshal(Message{Type: TypeHost, HostPresent: boolp(true)})
-			for _, g := range rm.waiting {
-				g.enqueue(present)
-			}
 		}
 	}
-	c.queue(w)
+	return w
 }
 
 // forward delivers an addressed message (or, for e2ee without "to", a
@@ -356,6 +395,7 @@ func (rm *room) removePeer(c *client, reason string) {
 		}
 	}
 	rm.lastUsed = time.Now()
+	c.srv.persist.DeleteMember(rm.id, c.id)
 	left, _ := json.Marshal(Message{Type: TypePeerLeft, ID: c.id, Reason: reason})
 	for _, p := range rm.peers {
 		p.enqueue(left)
@@ -387,6 +427,18 @@ func (c *client) queue(m Message) {
 // enqueue hands a message to the writer without blocking. A client whose
 // queue is full is too slow to keep up and is disconnected.
 func (c *client) enqueue(data []byte) {
+	c.pmu.Lock()
+	if c.detached {
+		// Kept for a resume; past maxPending the resume will be refused.
+		if len(c.pending) < maxPending {
+			c.pending = append(c.pending, data)
+		} else {
+			c.overflow = true
+		}
+		c.pmu.Unlock()
+		return
+	}
+	c.pmu.Unlock()
 	select {
 	case c.send <- outMsg{data: data}:
 	case <-c.stop:

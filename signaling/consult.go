@@ -13,6 +13,7 @@ type Consultation struct {
 	ID          string
 	Verifier    []byte // V of the guest link's join token (docs/security.md §2.5)
 	Title       string
+	HostName    string    // how guests see the host while they wait; may be empty
 	ScheduledAt time.Time // zero: not scheduled
 	Locked      bool
 }
@@ -52,7 +53,10 @@ func (c *client) enterWaiting(rm *room) error {
 	rm.waiting[c.id] = c
 	rm.waitOrd = append(rm.waitOrd, c.id)
 	rm.lastUsed = time.Now()
-	c.queue(Message{Type: TypeWaiting, Version: ProtocolVersion, ID: c.id, Title: rm.consult.Title, HostPresent: boolp(rm.host != nil)})
+	tok, hash := newResume()
+	c.resumeHash = hash
+	c.queue(Message{Type: TypeWaiting, Version: ProtocolVersion, ID: c.id, Title: rm.consult.Title, HostName: rm.consult.HostName, HostPresent: boolp(rm.host != nil), Resume: tok})
+	c.srv.persist.SaveMember(rm.id, c.saved())
 	if rm.host != nil {
 		rm.host.queue(Message{Type: TypeKnock, Peer: &Peer{ID: c.id, Name: c.name}})
 	}
@@ -78,6 +82,7 @@ func (rm *room) leaveWaiting(c *client) {
 		return
 	}
 	delete(rm.waiting, c.id)
+	c.srv.persist.DeleteMember(rm.id, c.id)
 	for i, id := range rm.waitOrd {
 		if id == c.id {
 			rm.waitOrd = append(rm.waitOrd[:i], rm.waitOrd[i+1:]...)
@@ -100,6 +105,13 @@ func (c *client) fromWaiting(m *Message) {
 	}
 	rm.mu.Lock()
 	defer rm.mu.Unlock()
+	if !c.waiting {
+		// Let in meanwhile: an e2ee message like any member's.
+		rm.mu.Unlock()
+		c.forward(m)
+		rm.mu.Lock()
+		return
+	}
 	c.knock = m.Payload
 	if rm.host != nil {
 		rm.host.queue(Message{Type: TypeKnock, Peer: &Peer{ID: c.id, Name: c.name}, Payload: m.Payload})
@@ -133,6 +145,14 @@ func (c *client) hostMessage(m *Message) bool {
 		}
 		for _, w := range rm.waiting {
 			everyone = append(everyone, w)
+		}
+		// Gone for good: nobody keeps a place to resume.
+		for _, p := range everyone {
+			if p.waiting {
+				rm.leaveWaiting(p)
+			} else {
+				rm.removePeer(p, "ended")
+			}
 		}
 		rm.mu.Unlock()
 		for _, p := range everyone {
@@ -170,6 +190,8 @@ func (c *client) hostMessage(m *Message) bool {
 			return false
 		}
 		delete(rm.waiting, w.id)
+		w.waiting = false
+		c.srv.persist.SaveMember(rm.id, w.saved())
 		for i, id := range rm.waitOrd {
 			if id == w.id {
 				rm.waitOrd = append(rm.waitOrd[:i], rm.waitOrd[i+1:]...)
@@ -180,7 +202,11 @@ func (c *client) hostMessage(m *Message) bool {
 		// of it; the newcomer gets it in its welcome.
 		rm.setRoster(c, m.Roster)
 		w.waiting = false
-		rm.admit(w, c.srv.cfg.ICEServers(w.req, w.id))
+		var ice []ICEServer
+		if w.req != nil { // nil: kept across a restart; its resume brings fresh ones
+			ice = c.srv.cfg.ICEServers(w.req, w.id)
+		}
+		rm.admit(w, ice)
 		rm.mu.Unlock()
 		c.log.Info("guest admitted")
 	case TypeDeny:
@@ -216,6 +242,7 @@ func (c *client) hostMessage(m *Message) bool {
 // but the host. rm.mu is held.
 func (rm *room) setRoster(host *client, roster json.RawMessage) {
 	rm.roster = append(json.RawMessage(nil), roster...)
+	host.srv.persist.SaveRoster(rm.id, rm.roster)
 	data, _ := json.Marshal(Message{Type: TypeRoster, Roster: rm.roster})
 	for _, p := range rm.peers {
 		if p != host {

@@ -35,12 +35,14 @@ const (
 	CodeNotHost           = "not-host"           // a host-only message from someone else
 	CodeNotAdmitted       = "not-admitted"       // a waiting guest sent what only members may
 	CodeReplaced          = "replaced"           // the host opened the consultation in another window
+	CodeResumeFailed      = "resume-failed"      // the place to resume is gone: join again as a new participant
 )
 
 // WebSocket close codes Parley uses (RFC 6455 §7.4).
 const (
 	CloseNormal      = 1000 // leave, a failed join, or the end of a connection
-	CloseGoingAway   = 1001 // the server is shutting down
+	CloseGoingAway   = 1001 // (not sent any more; see CloseRestart)
+	CloseRestart     = 1012 // the server is restarting: reconnect and resume
 	ClosePolicy      = 1008 // sustained message flood
 	CloseTooBig      = 1009 // a message over MaxMessageSize
 	CloseSlowReader  = 4000 // the client did not read its messages fast enough
@@ -150,5 +152,6 @@ const (
 	msgNotHost      = "Only the host of this consultation can do that."
 	msgNotAdmitted  = "The host has not let you in yet. Please wait."
 	msgReplaced     = "You opened this consultation in another window, so it was closed here."
+	msgResumeFailed = "Your place in the call could not be kept. Joining again as a new participant."
 	msgBadToken     = "This link is incomplete, so you cannot join. Ask the person who sent it to copy the whole link, including the part after \"#\", and send it again."
 )

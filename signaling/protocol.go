@@ -106,6 +106,11 @@ type Message struct {
 	// Token is the join token, b64url(T_join): proof that the joiner holds
 	// the link secret (docs/security.md §2.5). The server keeps only a hash.
 	Token string `json:"token,omitempty"`
+	// Resume (join) asks for the place of the member this resume token was
+	// given to; (welcome, waiting) the token to resume with next time.
+	Resume string `json:"resume,omitempty"`
+	// Resumed (welcome, waiting): this connection took back an earlier place.
+	Resumed bool `json:"resumed,omitempty"`
 
 	// welcome
 	ID         string      `json:"id,omitempty"`
@@ -119,10 +124,15 @@ type Message struct {
 	// roster)
 	Role        string          `json:"role,omitempty"`
 	Title       string          `json:"title,omitempty"`
+	HostName    string          `json:"hostName,omitempty"`
 	Roster      json.RawMessage `json:"roster,omitempty"`
 	Waiting     []Knock         `json:"waiting,omitempty"`
 	HostPresent *bool           `json:"hostPresent,omitempty"`
 	Locked      *bool           `json:"locked,omitempty"`
+	// welcome: the largest file the pages let people send each other
+	// (end-to-end encrypted on their own connections; the server never
+	// carries files).
+	MaxFileBytes int64 `json:"maxFileBytes,omitempty"`
 
 	// peer-joined
 	Peer *Peer `json:"peer,omitempty"`
@@ -175,8 +185,8 @@ func DecodeMessage(data []byte) (*Message, error) {
 		if len(m.Room) > 64 {
 			return bad("Room id too long.")
 		}
-		if len(m.Token) > 64 {
-			return bad("Join token too long.")
+		if len(m.Token) > 64 || len(m.Resume) > 64 {
+			return bad("Join or resume token too long.")
 		}
 	case TypeOffer, TypeAnswer:
 		if m.To == "" {

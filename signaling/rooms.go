@@ -66,6 +66,7 @@ type registry struct {
 	now      func() time.Time
 	swept    time.Time
 	consults Consultations // nil: no consultations
+	persist  Persister
 }
 
 type ipLimit struct {
@@ -82,6 +83,7 @@ func newRegistry(maxRooms, perHour int, ttl, unused time.Duration) *registry {
 		ttl:      ttl,
 		unused:   unused,
 		now:      time.Now,
+		persist:  noPersist{},
 	}
 }
 
@@ -122,6 +124,7 @@ func (g *registry) create(ip string, verifier []byte) (*room, error) {
 	}
 	r := &room{id: newID(RoomIDBytes), peers: map[string]*client{}, created: now, lastUsed: now, verifier: verifier}
 	g.rooms[r.id] = r
+	g.persist.SaveRoom(r.saved())
 	return r, nil
 }
 
@@ -170,6 +173,36 @@ func (g *registry) drop(id string) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	delete(g.rooms, id)
+	g.persist.DeleteRoom(id)
+}
+
+// restore puts back a room kept before a restart: an open room as it was;
+// a consultation only while its link still works. Nil if it is gone.
+func (g *registry) restore(s SavedRoom) *room {
+	if !validRoomID(s.ID) {
+		return nil
+	}
+	r := &room{id: s.ID, peers: map[string]*client{}, created: s.Created, lastUsed: s.LastUsed, verifier: s.Verifier, joined: s.Joined}
+	if s.Consultation {
+		if g.consults == nil {
+			return nil
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		c, err := g.consults.Lookup(ctx, s.ID)
+		cancel()
+		if err != nil {
+			g.persist.DeleteRoom(s.ID)
+			return nil
+		}
+		r.consult, r.verifier, r.waiting, r.locked, r.joined = &c, c.Verifier, map[string]*client{}, c.Locked, true
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if old := g.rooms[s.ID]; old != nil {
+		return old
+	}
+	g.rooms[s.ID] = r
+	return r
 }
 
 // count returns the number of rooms held (consultations included).
@@ -198,6 +231,9 @@ func (g *registry) expireLocked(now time.Time) {
 		r.mu.Unlock()
 		if idle {
 			delete(g.rooms, id)
+			if r.consult == nil {
+				g.persist.DeleteRoom(id)
+			}
 		}
 	}
 	for ip, l := range g.perIP {

@@ -54,6 +54,15 @@ type Config struct {
 	// Consultations, when set, makes the rooms of consultations (host
 	// accounts, waiting rooms) joinable.
 	Consultations Consultations
+	// MaxFileBytes is told to pages in welcome: the largest file they let
+	// people send each other (default 100 MiB).
+	MaxFileBytes int64
+	// Persister keeps rooms and members so calls survive a restart (nil:
+	// memory only). Restore takes back what it kept.
+	Persister Persister
+	// ResumeGrace is how long a member whose connection dropped keeps its
+	// place (default 60 s; persist.go).
+	ResumeGrace time.Duration
 	// MessagesPerSecond and MessageBurst bound each connection's message
 	// rate (defaults 20 and 100: a join sends a burst of candidates).
 	MessagesPerSecond float64
@@ -79,6 +88,7 @@ type Server struct {
 	up       websocket.Upgrader
 	mux      *http.ServeMux
 	consults Consultations
+	persist  Persister
 	mu       sync.Mutex
 	conns    map[*client]struct{}
 	closed   bool
@@ -116,6 +126,12 @@ func New(cfg Config, logger *slog.Logger) *Server {
 	if cfg.ICEServers == nil {
 		cfg.ICEServers = func(*http.Request, string) []ICEServer { return nil }
 	}
+	if cfg.ResumeGrace <= 0 {
+		cfg.ResumeGrace = DefaultResumeGrace
+	}
+	if cfg.MaxFileBytes <= 0 {
+		cfg.MaxFileBytes = 100 << 20
+	}
 	if cfg.CanCreateRooms == nil {
 		cfg.CanCreateRooms = func(*http.Request) bool { return true }
 	}
@@ -135,8 +151,13 @@ func New(cfg Config, logger *slog.Logger) *Server {
 		rooms:    newRegistry(cfg.MaxRooms, cfg.RoomsPerIP, cfg.RoomTTL, cfg.RoomUnusedTTL),
 		conns:    map[*client]struct{}{},
 		consults: cfg.Consultations,
+		persist:  cfg.Persister,
+	}
+	if s.persist == nil {
+		s.persist = noPersist{}
 	}
 	s.rooms.consults = cfg.Consultations
+	s.rooms.persist = s.persist
 	s.up = websocket.Upgrader{
 		ReadBufferSize:  4096,
 		WriteBufferSize: 4096,
@@ -169,13 +190,19 @@ func (s *Server) Connections() int {
 	return len(s.conns)
 }
 
-// Shutdown tells every participant the server is going away (close 1001)
-// and waits for the connections to end, or for ctx.
+// Restore takes back rooms a Persister kept before a restart: their
+// members are detached, with ResumeGrace to come back (persist.go). Call
+// it before serving.
+func (s *Server) Restore(rooms []RestoredRoom) { s.restore(rooms) }
+
+// Shutdown stops taking new connections, tells every page the server is
+// restarting (close 1012: the pages reconnect and resume, and their places
+// are kept) and waits for the connections to end, or for ctx.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.closed = true
 	for c := range s.conns {
-		c.closeWith(websocket.CloseGoingAway, "The server is restarting. Please rejoin in a moment.")
+		c.closeWith(CloseRestart, "The server is restarting. Reconnecting in a moment.")
 	}
 	s.mu.Unlock()
 	done := make(chan struct{})
@@ -239,7 +266,9 @@ func (s *Server) createRoom(w http.ResponseWriter, r *http.Request) {
 	ip := s.clientIP(r)
 	rm, err := s.rooms.create(ip, verifier)
 	if err != nil {
-		s.log.Info("room creation refused", "ip", ip, "err", err)
+		// IP addresses only at debug level (docs/security.md §9.7).
+		s.log.Info("room creation refused", "err", err)
+		s.log.Debug("room creation refused", "ip", ip)
 		httpError(w, err)
 		return
 	}
@@ -258,6 +287,7 @@ type RoomInfo struct {
 	// A consultation, with the token: its title, time and whether the host is there.
 	Consultation bool   `json:"consultation,omitempty"`
 	Title        string `json:"title,omitempty"`
+	HostName     string `json:"hostName,omitempty"`
 	ScheduledAt  string `json:"scheduledAt,omitempty"`
 	HostPresent  *bool  `json:"hostPresent,omitempty"`
 }
@@ -274,7 +304,7 @@ func (s *Server) roomInfo(w http.ResponseWriter, r *http.Request) {
 		n := len(rm.peers)
 		info.Participants, info.MaxPeers = &n, MaxPeers
 		if c := rm.consult; c != nil {
-			info.Consultation, info.Title, info.HostPresent = true, c.Title, boolp(rm.host != nil)
+			info.Consultation, info.Title, info.HostName, info.HostPresent = true, c.Title, c.HostName, boolp(rm.host != nil)
 			if !c.ScheduledAt.IsZero() {
 				info.ScheduledAt = c.ScheduledAt.UTC().Format(time.RFC3339)
 			}

@@ -442,7 +442,7 @@ func TestOriginCheck(t *testing.T) {
 }
 
 func TestKeepaliveDropsSilentClient(t *testing.T) {
-	_, ts := newTestServer(t, Config{PingInterval: 100 * time.Millisecond})
+	_, ts := newTestServer(t, Config{PingInterval: 100 * time.Millisecond, ResumeGrace: 300 * time.Millisecond})
 	room := createRoom(t, ts)
 	a := dial(t, ts)
 	a.join(room, "Awake")

@@ -64,4 +64,14 @@ var migrations = [][]string{
 		) WITHOUT ROWID`,
 		`CREATE INDEX room_members_seen ON room_members(last_seen)`,
 	},
+	// 2: the latest roster a consultation's host signed (opaque JSON), so
+	// a call survives a restart; the host's display name for guests.
+	{
+		`CREATE TABLE room_rosters (
+			room_id    TEXT    PRIMARY KEY CHECK (length(room_id) = 22),
+			roster     TEXT    NOT NULL,
+			updated_at INTEGER NOT NULL
+		) WITHOUT ROWID`,
+		`ALTER TABLE consultations ADD COLUMN host_name TEXT NOT NULL DEFAULT ''`,
+	},
 }

@@ -2,6 +2,8 @@ package store
 
 import (
 	"context"
+	"database/sql"
+	"errors"
 	"fmt"
 	"time"
 	"unicode/utf8"
@@ -51,6 +53,9 @@ func (s *Store) DeleteRoom(ctx context.Context, id string) error {
 	}
 	defer tx.Rollback()
 	if _, err := tx.ExecContext(ctx, `DELETE FROM room_members WHERE room_id = ?`, id); err != nil {
+		return dbErr(err)
+	}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM room_rosters WHERE room_id = ?`, id); err != nil {
 		return dbErr(err)
 	}
 	if _, err := tx.ExecContext(ctx, `DELETE FROM rooms WHERE id = ?`, id); err != nil {
@@ -186,4 +191,65 @@ func (s *Store) TouchMember(ctx context.Context, roomID, peerID string, t time.T
 // how many.
 func (s *Store) DeleteMembersSeenBefore(ctx context.Context, t time.Time) (int64, error) {
 	return rowsAffected(s.db.ExecContext(ctx, `DELETE FROM room_members WHERE last_seen < ?`, ms(t)))
+}
+
+// MaxRosterLen bounds a stored roster (the signaling server's payload limit).
+const MaxRosterLen = 16 << 10
+
+// SaveRoster keeps the latest roster of a consultation room (opaque JSON).
+func (s *Store) SaveRoster(ctx context.Context, roomID string, roster []byte, t time.Time) error {
+	if !ValidID(roomID) {
+		return fmt.Errorf("%w: room id", ErrInvalid)
+	}
+	if len(roster) == 0 || len(roster) > MaxRosterLen || !utf8.Valid(roster) {
+		return fmt.Errorf("%w: roster", ErrInvalid)
+	}
+	_, err := s.db.ExecContext(ctx, `INSERT INTO room_rosters (room_id, roster, updated_at) VALUES (?, ?, ?)
+		ON CONFLICT (room_id) DO UPDATE SET roster = excluded.roster, updated_at = excluded.updated_at`, roomID, string(roster), ms(t))
+	if err != nil {
+		return fmt.Errorf("save roster: %w", dbErr(err))
+	}
+	return nil
+}
+
+// Roster returns a room's stored roster, or nil.
+func (s *Store) Roster(ctx context.Context, roomID string) ([]byte, error) {
+	var r string
+	err := s.db.QueryRowContext(ctx, `SELECT roster FROM room_rosters WHERE room_id = ?`, roomID).Scan(&r)
+	if err != nil {
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil, nil
+		}
+		return nil, dbErr(err)
+	}
+	return []byte(r), nil
+}
+
+// MemberRooms returns the ids of the rooms (and consultations) that have
+// stored members.
+func (s *Store) MemberRooms(ctx context.Context) ([]string, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT DISTINCT room_id FROM room_members ORDER BY room_id`)
+	if err != nil {
+		return nil, dbErr(err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, dbErr(err)
+		}
+		out = append(out, id)
+	}
+	return out, dbErr(rows.Err())
+}
+
+// DeleteRoomMembers removes every member and the roster of a room (a
+// consultation that ended), keeping the room's own row if any.
+func (s *Store) DeleteRoomMembers(ctx context.Context, roomID string) error {
+	if _, err := s.db.ExecContext(ctx, `DELETE FROM room_members WHERE room_id = ?`, roomID); err != nil {
+		return dbErr(err)
+	}
+	_, err := s.db.ExecContext(ctx, `DELETE FROM room_rosters WHERE room_id = ?`, roomID)
+	return dbErr(err)
 }

@@ -11,7 +11,7 @@
 //      the room) stops getting keys within 15 s: a new generation starts,
 //      and none of its keys opens a frame sent after it;
 //   4. no description sent or applied carries an audio-level extension.
-import { test, before, after } from 'node:test';
+import { test, before, after, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import WebSocket from 'ws';
@@ -34,6 +34,14 @@ let inspector = null;
 before(async () => {
   buildInspector();
   parley = await startParley();
+});
+// Each case closes its browsers: on two cores, pages left running would
+// starve the next case's calls.
+afterEach(async () => {
+  inspector?.stop();
+  inspector = null;
+  for (const b of open) await b.close();
+  open = [];
 });
 after(async () => {
   inspector?.stop();
@@ -140,8 +148,6 @@ test('only the room id: refused with 4003 and nothing learnt; no peer connection
     'Mallory still got no offer, answer or candidate');
   assert.ok(!mal.messages.some((m) => m.type === 'e2ee' && ['confirm', 'key', 'commit', 'reveal'].includes(m.payload?.t)), 'nor any confirm, key or safety-code message');
   mal.close();
-  for (const b of [alice, bob]) await b.close();
-  open = open.filter((b) => b !== alice && b !== bob);
 }));
 
 test('a departed member\'s hello replayed under its old id is refused; it decodes nothing new; a real return is a new join', { timeout: 180000 }, onFailure(async () => {
@@ -226,7 +232,12 @@ test('a member whose connection fails silently stops getting keys within 15 s; i
   await joinCall(ann, room.link('name=Ann&join=1'));
   await joinCall(ben, room.link('name=Ben&join=1'));
   await joinCall(cat, room.link('name=Cat&join=1'));
-  for (const b of [ann, ben, cat]) await waitForStats(b.page, (s) => s.filter((c) => c.videoFramesDecoded > 30).length === 2, 'everyone decodes both others', 45000);
+  try {
+    for (const b of [ann, ben, cat]) await waitForStats(b.page, (s) => s.filter((c) => c.videoFramesDecoded > 30).length === 2, 'everyone decodes both others', 45000);
+  } catch (e) {
+    for (const b of [ann, ben, cat]) console.log(`worker ${JSON.stringify(await workerStats(b.page))}; keys ${JSON.stringify((await keyLog(b.page)).map((k) => [k.op, k.peer, k.kid]))}`);
+    throw e;
+  }
   const ins = inspector = runInspector({ base: parley.base, room: room.id, secret: room.secret, name: 'Wire Inspector', durationMs: 120000, bodyBytes: -1 });
   const annIndex = splitKid((await keyLog(ann.page)).find((e) => e.op === 'send-key')?.kid ?? 0).index;
   const annId = (await keyLog(cat.page)).find((e) => e.op === 'recv-key' && splitKid(e.kid).index === annIndex)?.peer;

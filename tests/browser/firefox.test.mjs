@@ -267,7 +267,7 @@ test('a server that offers Firefox H.264 only is refused: Firefox answers nothin
   const rewritten = [];
   const proxy = await startProxy(parley.base, {
     hook: (dir, conn, m) => {
-      if (dir === 's2c' && m.type === 'offer' && /H264/.test(m.sdp)) {
+      if (dir === 's2c' && m.type === 'offer' && /m=video/.test(m.sdp)) {
         rewritten.push(conn);
         return [{ ...m, sdp: preferH264(m.sdp, false) }];
       }
@@ -281,7 +281,11 @@ test('a server that offers Firefox H.264 only is refused: Firefox answers nothin
   try {
     await join({ name: 'Firefox', page: firefox.page, consoleLines: firefox.consoleLines }, link('name=Fox&join=1'));
     await join({ name: 'Chromium', page: chromium.page, consoleLines: chromium.consoleLines }, link('name=Chrome&join=1'));
-    await firefox.page.waitForFunction(() => /Could not set up the connection with Chrome/.test(document.getElementById('status')?.textContent || ''), { timeout: 30000 });
+    await firefox.page.waitForFunction(() => /Could not set up the connection with Chrome/.test(document.getElementById('status')?.textContent || ''), { timeout: 30000 }).catch(async (e) => {
+      console.log('Firefox status: ' + await firefox.page.evaluate(() => document.getElementById('status')?.textContent) + '; rewritten ' + rewritten.length +
+        '; messages ' + JSON.stringify(proxy.messages.map((m) => `${m.conn} ${m.dir} ${m.json?.type}/${m.json?.payload?.t || ''}`)));
+      throw e;
+    });
     await sleep(3000);
     assert.ok(rewritten.length >= 1, 'the proxy rewrote an offer to Firefox');
     const answers = proxy.messages.filter((m) => m.dir === 'c2s' && m.json?.type === 'answer');
@@ -289,8 +293,6 @@ test('a server that offers Firefox H.264 only is refused: Firefox answers nothin
     const fs = await callStats(firefox.page);
     t.diagnostic(`Firefox after the H.264-only offer: ${JSON.stringify(fs)}`);
     assert.ok(fs.every((c) => c.outVideoBytes === 0), 'Firefox sent no video');
-    const counters = await e2eeCounters(firefox.page);
-    assert.ok(!counters || counters.sent === 0 || fs.every((c) => c.outVideoBytes === 0), 'nothing sealed went out');
   } catch (e) {
     console.log('--- Firefox console ---\n' + firefox.consoleLines.slice(-40).join('\n'));
     throw e;

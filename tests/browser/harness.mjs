@@ -63,22 +63,28 @@ export async function startParley(extra = [], opts = {}) {
     '-metrics-listen', `127.0.0.1:${metrics}`, '-log-level', 'debug', '-data-dir', dataDir,
     ...(opts.accounts ? [] : ['-open-rooms']), ...extra,
   ];
-  const proc = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   let logs = '';
-  proc.stdout.on('data', (d) => { logs += d; });
-  proc.stderr.on('data', (d) => { logs += d; });
   const base = `http://127.0.0.1:${http}`;
-  const deadline = Date.now() + 20000;
-  for (;;) {
-    try {
-      const r = await fetch(base + '/healthz');
-      if (r.ok) break;
-    } catch {}
-    if (proc.exitCode !== null || Date.now() > deadline) throw new Error('parley did not start:\n' + logs);
-    await sleep(100);
-  }
+  /** Starts the binary and waits until it answers /healthz. */
+  const launch = async () => {
+    const p = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    p.stdout.on('data', (d) => { logs += d; });
+    p.stderr.on('data', (d) => { logs += d; });
+    const deadline = Date.now() + 20000;
+    for (;;) {
+      try {
+        const r = await fetch(base + '/healthz');
+        if (r.ok) break;
+      } catch {}
+      if (p.exitCode !== null || Date.now() > deadline) throw new Error('parley did not start:\n' + logs);
+      await sleep(100);
+    }
+    return p;
+  };
+  let proc = await launch();
   return {
-    base, turnPort, proc, dataDir, bin,
+    base, turnPort, dataDir, bin, args,
+    get proc() { return proc; },
     get logs() { return logs; },
     async room() {
       // The link secret, made on the client side as the landing page does,
@@ -107,11 +113,23 @@ export async function startParley(extra = [], opts = {}) {
       }
       return out;
     },
+    /**
+     * Stops the server with SIGTERM, as systemd or docker do. Resolves with
+     * how long it took to exit (ms) and its exit code.
+     */
     async stop() {
+      const t0 = Date.now();
       if (proc.exitCode === null) {
+        const exited = new Promise((r) => proc.once('exit', r));
         proc.kill('SIGTERM');
-        await new Promise((r) => proc.once('exit', r));
+        await exited;
       }
+      return { ms: Date.now() - t0, code: proc.exitCode };
+    },
+    /** Starts the same server again: same ports, flags and data directory. */
+    async start() {
+      if (proc.exitCode === null) throw new Error('parley is still running');
+      proc = await launch();
     },
   };
 }

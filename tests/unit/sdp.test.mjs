@@ -37,9 +37,9 @@ test('audio-level extensions are removed, other extensions kept', () => {
   assert.doesNotMatch(remoteSDP(offer, true), /audio-level/);
 });
 
-test('Opus is asked for at constant bitrate without DTX', () => {
+test('Opus is asked for at constant bitrate without DTX, with in-band FEC', () => {
   assert.match(opusCBR(offer), /^a=fmtp:111 minptime=10;useinbandfec=1;cbr=1;usedtx=0$/m);
-  assert.match(opusCBR(offer.replace('useinbandfec=1', 'cbr=0;usedtx=1')), /^a=fmtp:111 minptime=10;cbr=1;usedtx=0$/m);
+  assert.match(opusCBR(offer.replace('useinbandfec=1', 'cbr=0;usedtx=1;useinbandfec=0')), /^a=fmtp:111 minptime=10;useinbandfec=1;cbr=1;usedtx=0$/m, 'FEC on, CBR, no DTX whatever was asked');
 });
 
 test('vp8Only keeps VP8 and its RTX and nothing else in video', () => {

@@ -6,11 +6,15 @@
 //   /c/<room>?name=<display name>&join=1  joins at once, skipping the pre-join click
 //   &audio=1                               joins audio-only (no camera)
 //   &relay=1                               sends all media through the TURN relay (hides your IP address)
-// The fragment (#...) is reserved for end-to-end keys and never sent to the server.
+// The fragment (#...) is reserved for end-to-end keys and never sent to the server:
+//   #k=<secret>                 an open room's link
+//   #c=<secret and host key>    a consultation's guest link (docs/security.md §9.1)
 
 import { CallSession } from './session.js';
 import { socketURL, SignalingError } from './protocol.js';
 import { linkSecretFromHash, e2eeSupported, joinToken } from '../e2ee/keys.js';
+import { consultationFromHash, sameBytes } from '../e2ee/roster.js';
+import { sizeText } from './datachan.js';
 
 /**
  * @param {string} id
@@ -35,8 +39,16 @@ const opts = {
   relay: params.get('relay') === '1',
 };
 
+/** A consultation link's secret and host key, from the fragment (#c=...). */
+const consultLink = consultationFromHash(location.hash);
 /** The link secret from the fragment: end-to-end keys derive from it; the server never sees it. */
-const linkSecret = linkSecretFromHash(location.hash);
+const linkSecret = consultLink ? consultLink.secret : linkSecretFromHash(location.hash);
+/** This browser's host record of the consultation, if it made it (IndexedDB). @type {any} */
+let hostRecord = null;
+/** @type {any} */
+let hostStore = null;
+/** Close codes after which there is nothing to rejoin: denied, removed, ended, locked, replaced. */
+const finalCodes = ['closed-4005', 'closed-4006', 'closed-4007', 'closed-4008', 'closed-4009'];
 
 /** @type {MediaStream|null} */
 let preview = null;
@@ -181,9 +193,30 @@ async function checkRoom() {
     if (res.status === 404) {
       return 'This call link is not valid any more. Ask the person who sent it for a new link.';
     }
+    if (res.status === 410) {
+      // An expired, revoked or ended consultation: the server says which, in plain words.
+      const body = await res.json().catch(() => ({}));
+      return body.message || 'This consultation link no longer works. Ask the person who invited you for a new link.';
+    }
     if (!res.ok) return '';
-    /** @type {{participants?: number, maxPeers?: number}} */
+    /** @type {{participants?: number, maxPeers?: number, consultation?: boolean, title?: string, hostName?: string, scheduledAt?: string}} */
     const info = await res.json();
+    if (consultLink && info.participants !== undefined && !info.consultation) {
+      return 'This link does not belong to a consultation. Ask the person who invited you for the right link.';
+    }
+    if (!consultLink && info.consultation) {
+      return 'This link is incomplete, so you cannot join. Ask the person who invited you to copy the whole link, including the part after "#", and send it again.';
+    }
+    if (info.consultation && info.title) {
+      const when = info.scheduledAt ? ' · ' + new Date(info.scheduledAt).toLocaleString([], { dateStyle: 'medium', timeStyle: 'short' }) : '';
+      el('consult-title').textContent = `Consultation: ${info.title}${when}`;
+      el('consult-title').hidden = false;
+      el('prejoin-title').textContent = 'Join the consultation';
+      const withWhom = info.hostName ? ` with ${info.hostName}` : '';
+      el('waiting-what').textContent = `You are joining “${info.title}”${withWhom}${when}.`;
+      if (info.hostName) el('waiting-title').textContent = `Waiting for ${info.hostName}`;
+      el('consult-title').textContent = `Consultation: ${info.title}${withWhom}${when}`;
+    }
     if (info.participants !== undefined && info.maxPeers !== undefined && info.participants >= info.maxPeers) {
       return 'This call already has the most people it can hold. Ask the organiser to start a new call.';
     }
@@ -196,9 +229,23 @@ async function checkRoom() {
 async function init() {
   if (!linkSecret) {
     el('prejoin').hidden = true;
-    showError('This link is missing its secret key, so the call cannot be end-to-end encrypted and you cannot join. ' +
-      'Ask the person who sent it to copy the whole link, including the part after "#k=", and send it again.');
+    showError(/(?:^#|&)c=/.test(location.hash)
+      ? 'This consultation link is cut short or damaged, so you cannot join. Ask the person who invited you to copy the whole link and send it again.'
+      : 'This link is missing its secret key, so the call cannot be end-to-end encrypted and you cannot join. ' +
+        'Ask the person who sent it to copy the whole link, including the part after "#k=", and send it again.');
     return;
+  }
+  if (consultLink) {
+    // Did this browser make the consultation? Then it holds the host's
+    // signing key for it (hoststore.js, IndexedDB).
+    try {
+      const mod = './hoststore.js';
+      hostStore = await import(mod);
+      const rec = await hostStore.getConsultation(roomId);
+      if (rec && rec.pub && sameBytes(new Uint8Array(rec.pub), consultLink.hostKey)) hostRecord = rec;
+    } catch {
+      hostStore = null;
+    }
   }
   if (!(await e2eeSupported())) {
     el('prejoin').hidden = true;
@@ -263,7 +310,8 @@ async function joinCall() {
       return;
     }
   }
-  const s = new CallSession({ room: roomId, name, stream, relay, wsURL: socketURL(location), secret: /** @type {Uint8Array} */ (linkSecret) }, {
+  const consultation = consultLink ? { hostKey: consultLink.hostKey, record: hostRecord, store: hostStore } : null;
+  const s = new CallSession({ room: roomId, name, stream, relay, wsURL: socketURL(location), secret: /** @type {Uint8Array} */ (linkSecret), consultation }, {
     onSecurity: showSecurity,
     onRemoteAdded: addTile,
     onRemoteUpdated: updateTile,
@@ -272,9 +320,50 @@ async function joinCall() {
       if (reason !== 'hangup') status(`${r.name} left the call.`);
     },
     onNotice: status,
+    onReconnecting: () => {
+      el('reconnecting').hidden = false;
+      status('Reconnecting…');
+    },
+    onResumed: () => {
+      el('reconnecting').hidden = true;
+      status('Reconnected.');
+    },
     onFatal: (e) => {
+      el('reconnecting').hidden = true;
+      if (finalCodes.includes(e.code)) {
+        endCall(e.message);
+        return;
+      }
+      if (e.code === 'resume-failed') {
+        // Our place is gone: come back as a new participant.
+        status('Your place in the call could not be kept. Joining again…');
+        rejoin();
+        return;
+      }
+      if (e.code === 'gave-up') {
+        showError(e.message, { label: 'Rejoin', run: rejoin });
+        return;
+      }
       showError(e.message + ' Your call may go on for now, but nobody new can join.', { label: 'Rejoin', run: rejoin });
     },
+    onWaiting: ({ hostPresent }) => {
+      el('prejoin').hidden = true;
+      el('waiting-room').hidden = false;
+      el('waiting-status').textContent = hostPresent
+        ? 'Your host knows you are here and will let you in shortly. Please keep this page open.'
+        : 'Your host has not arrived yet. You will be let in when they do. Please keep this page open.';
+      status('');
+      /** @type {HTMLElement} */ (el('waiting-title')).focus();
+    },
+    onAdmitted: () => {
+      el('waiting-room').hidden = true;
+      showCall(s, stream, relay);
+      status('The host let you in. You are in the consultation.');
+    },
+    onConsultation: showConsultation,
+    onChat: addChat,
+    onTransfer: showTransfer,
+    onRemoved: () => endCall('The host removed you from this consultation.'),
   });
   session = s;
   try {
@@ -290,6 +379,15 @@ async function joinCall() {
     else showError(msg);
     return;
   }
+  if (s.waiting) return; // in the waiting room until the host lets us in
+  showCall(s, stream, relay);
+}
+
+/**
+ * Shows the call screen.
+ * @param {CallSession} s @param {MediaStream} stream @param {boolean} relay
+ */
+function showCall(s, stream, relay) {
   el('prejoin').hidden = true;
   el('call').hidden = false;
   $video('local-video').srcObject = stream;
@@ -481,18 +579,274 @@ $select('call-mic-select').addEventListener('change', () => switchDevice('audio'
 
 $button('hangup').addEventListener('click', () => {
   if (!session) return;
-  session.leave();
   const name = session.name;
-  session = null;
-  for (const t of el('tiles').querySelectorAll('.tile.remote')) t.remove();
-  el('call').hidden = true;
-  el('ended').hidden = false;
+  leaveSession();
+  el('ended-title').textContent = 'You left the call';
+  el('ended-text').textContent = '';
   const p = new URLSearchParams(location.search);
   p.set('join', '1');
   p.set('name', name);
   /** @type {HTMLAnchorElement} */ (el('rejoin')).href = location.pathname + '?' + p.toString() + location.hash;
+  el('rejoin').hidden = false;
   status('You left the call.');
 });
+
+/** Leaves the session and clears the call screens. */
+function leaveSession() {
+  session?.leave();
+  session = null;
+  for (const t of el('tiles').querySelectorAll('.tile.remote')) t.remove();
+  el('call').hidden = true;
+  el('waiting-room').hidden = true;
+  el('prejoin').hidden = true;
+  el('ended').hidden = false;
+}
+
+/**
+ * The consultation is over for us (the host denied, removed or ended it, or
+ * it was locked): say so, with nothing to rejoin.
+ * @param {string} text
+ */
+function endCall(text) {
+  leaveSession();
+  el('ended-title').textContent = 'The consultation is over for you';
+  el('ended-text').textContent = text;
+  el('rejoin').hidden = true;
+  clearError();
+  status(text);
+  el('ended-title').focus();
+}
+
+$button('waiting-leave').addEventListener('click', () => {
+  leaveSession();
+  el('ended-title').textContent = 'You left the waiting room';
+  el('ended-text').textContent = 'You can open the link again to ask to join.';
+  /** @type {HTMLAnchorElement} */ (el('rejoin')).href = location.pathname + location.search + location.hash;
+  el('rejoin').textContent = 'Wait again';
+  el('rejoin').hidden = false;
+});
+
+// ---- the host's panel ----
+
+/**
+ * @param {HTMLElement} list @param {string} who @param {string} note
+ * @param {{label: string, cls?: string, disabled?: boolean, run: () => void}[]} actions
+ */
+function personRow(list, who, note, actions) {
+  const li = document.createElement('li');
+  const w = document.createElement('span');
+  w.className = 'who';
+  w.textContent = who;
+  li.append(w);
+  for (const a of actions) {
+    const b = document.createElement('button');
+    b.type = 'button';
+    b.textContent = a.label;
+    if (a.cls) b.className = a.cls;
+    b.disabled = !!a.disabled;
+    b.addEventListener('click', a.run);
+    li.append(b);
+  }
+  if (note) {
+    const n = document.createElement('span');
+    n.className = 'note';
+    n.textContent = note;
+    li.append(n);
+  }
+  list.append(li);
+}
+
+/** @param {import('./session.js').ConsultState} c */
+function showConsultation(c) {
+  const panel = el('host-panel');
+  panel.hidden = !c.isHost;
+  if (!c.isHost || !session) return;
+  const s = session;
+  const consult = /** @type {import('./consult.js').Consult} */ (s.consult);
+  const knocks = el('knocks');
+  knocks.replaceChildren();
+  el('knocks-empty').hidden = c.knocks.length > 0;
+  const act = (/** @type {() => Promise<void>|void} */ fn, /** @type {string} */ failText) => async () => {
+    try { await fn(); } catch (e) { showError(e instanceof Error && e.message ? e.message : failText); }
+  };
+  for (const k of c.knocks) {
+    const note = !k.checked ? 'Checking their link…' : k.verified ? 'Has the right link.' : 'Their link does not match this consultation: they cannot be let in.';
+    personRow(knocks, k.name, note, [
+      { label: `Let ${k.name} in`, cls: 'primary', disabled: !k.verified, run: act(() => consult.admit(k.id), 'Could not let them in. Try again.') },
+      { label: 'Turn away', run: act(() => consult.deny(k.id), 'Could not turn them away.') },
+    ]);
+  }
+  const members = el('members');
+  members.replaceChildren();
+  for (const m of c.members) {
+    if (m.me) continue;
+    personRow(members, m.name, m.stale ? 'Has not received your latest list of participants yet.' : '', [
+      { label: `Remove ${m.name}`, cls: 'danger', run: act(async () => {
+        if (!confirm(`Remove ${m.name} from the consultation? They will not be able to see or hear anything after this.`)) return;
+        await consult.remove(m.pid);
+        status(`${m.name} was removed. New keys were made, so they cannot decrypt anything from now on.`);
+      }, 'Could not remove them.') },
+    ]);
+  }
+  if (!c.members.some((m) => !m.me)) {
+    const li = document.createElement('li');
+    li.className = 'hint';
+    li.textContent = 'Nobody else yet.';
+    members.append(li);
+  }
+  const lock = $button('lock');
+  lock.setAttribute('aria-pressed', String(c.locked));
+  lock.textContent = c.locked ? 'Unlock the consultation' : 'Lock the consultation';
+}
+
+$button('lock').addEventListener('click', async () => {
+  const consult = session?.consult;
+  if (!consult) return;
+  try {
+    await consult.setLocked(!consult.locked);
+    status(consult.locked ? 'The consultation is locked: nobody new can ask to join.' : 'The consultation is open again for people with the link.');
+  } catch {
+    showError('The lock could not be changed. Try again.');
+  }
+});
+
+$button('end').addEventListener('click', () => {
+  const consult = session?.consult;
+  if (!consult) return;
+  if (!confirm('End the consultation for everyone? The link will stop working.')) return;
+  consult.end();
+  endCall('You ended the consultation. Its link no longer works.');
+});
+
+// ---- chat and files ----
+
+/** @param {{from: string, name: string, text: string, at: number, mine: boolean}} m */
+function addChat(m) {
+  const li = document.createElement('li');
+  if (m.mine) li.className = 'mine';
+  const from = document.createElement('span');
+  from.className = 'from';
+  from.textContent = m.mine ? 'You:' : `${m.name}:`;
+  // Plain text: links are not made clickable and nothing is fetched for a preview.
+  const text = document.createElement('span');
+  text.textContent = m.text;
+  const at = document.createElement('time');
+  at.className = 'at';
+  at.dateTime = new Date(m.at).toISOString();
+  at.textContent = new Date(m.at).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+  li.append(from, text, at);
+  el('chat-log').append(li);
+  li.scrollIntoView({ block: 'nearest' });
+}
+
+el('chat-form').addEventListener('submit', async (ev) => {
+  ev.preventDefault();
+  const box = /** @type {HTMLTextAreaElement} */ (el('chat-text'));
+  const text = box.value.trim();
+  if (!text || !session) return;
+  const n = await session.chat(text);
+  if (n === 0) {
+    showError('Nobody can receive your message yet: wait until someone is connected, then send it again.');
+    return;
+  }
+  box.value = '';
+  box.focus();
+});
+
+el('chat-text').addEventListener('keydown', (ev) => {
+  const e = /** @type {KeyboardEvent} */ (ev);
+  if (e.key === 'Enter' && !e.shiftKey) {
+    e.preventDefault();
+    /** @type {HTMLFormElement} */ (el('chat-form')).requestSubmit();
+  }
+});
+
+$input('file-input').addEventListener('change', () => {
+  const input = $input('file-input');
+  const file = input.files?.[0];
+  input.value = '';
+  if (!file || !session) return;
+  if (session.sendFile(file) === 0) showError('Nobody can receive a file yet: wait until someone is connected, then send it again.');
+});
+
+/** Rows of the file list, by transfer id and peer. @type {Map<string, HTMLLIElement>} */
+const transferRows = new Map();
+
+/**
+ * @param {import('./datachan.js').Transfer} t @param {string} name
+ */
+function showTransfer(t, name) {
+  const key = `${t.peer}/${t.id}`;
+  let li = transferRows.get(key);
+  if (!li) {
+    li = document.createElement('li');
+    transferRows.set(key, li);
+    el('transfers').prepend(li);
+  }
+  li.replaceChildren();
+  const what = document.createElement('span');
+  what.className = 'what';
+  const label = `“${t.name}” (${sizeText(t.size)})`;
+  what.textContent = t.dir === 'out' ? `${label} to ${name}` : `${label} from ${name}`;
+  li.append(what);
+  const data = session?.remotes.get(t.peer)?.data;
+  const button = (/** @type {string} */ text, /** @type {() => void} */ run, /** @type {string} */ cls = '') => {
+    const b = document.createElement('button');
+    b.type = 'button';
+    b.textContent = text;
+    if (cls) b.className = cls;
+    b.addEventListener('click', run);
+    li?.append(b);
+  };
+  const progress = () => {
+    const p = document.createElement('progress');
+    p.max = Math.max(t.size, 1);
+    p.value = t.done;
+    p.setAttribute('aria-label', `${t.dir === 'out' ? 'Sending' : 'Receiving'} ${t.name}`);
+    li?.append(p);
+  };
+  switch (t.state) {
+    case 'offered':
+      if (t.dir === 'in') {
+        button('Accept', () => data?.accept(t.id), 'primary');
+        button('Decline', () => data?.cancel(t.id, 'declined'));
+      } else {
+        what.textContent += ': waiting for them to accept';
+        button('Stop', () => data?.cancel(t.id));
+      }
+      break;
+    case 'sending':
+    case 'receiving':
+      progress();
+      button('Stop', () => data?.cancel(t.id));
+      break;
+    case 'done':
+      if (t.dir === 'in' && t.blob) {
+        // Saved as a download, never opened in this page.
+        const a = document.createElement('a');
+        a.className = 'button primary';
+        a.href = URL.createObjectURL(t.blob);
+        a.download = t.name;
+        a.textContent = `Save “${t.name}”`;
+        li.append(a);
+        what.textContent += ': received and checked';
+      } else {
+        what.textContent += ': sent';
+      }
+      break;
+    case 'declined':
+      what.textContent += t.dir === 'out' ? ': they declined it' : ': you declined it';
+      break;
+    case 'failed': {
+      const bad = document.createElement('span');
+      bad.className = 'bad';
+      bad.setAttribute('role', 'alert');
+      bad.textContent = t.error || 'The transfer failed.';
+      li.append(bad);
+      break;
+    }
+  }
+}
 
 window.addEventListener('pagehide', () => { session?.leave(); });
 

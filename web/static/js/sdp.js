@@ -5,9 +5,11 @@
 
 /**
  * Asks for constant-bitrate Opus without discontinuous transmission
- * (cbr=1; usedtx=0) in our description, which tells the other side how to
+ * (cbr=1; usedtx=0) and with in-band forward error correction
+ * (useinbandfec=1) in our description, which tells the other side how to
  * send to us: encrypted frames then all have one size, so their sizes do
- * not reveal the rhythm of speech.
+ * not reveal the rhythm of speech, and a lost packet is rebuilt from the
+ * next one.
  * @param {string} sdp
  */
 export function opusCBR(sdp) {
@@ -15,8 +17,10 @@ export function opusCBR(sdp) {
   let out = sdp;
   for (const pt of pts) {
     out = out.replace(new RegExp(`^(a=fmtp:${pt} )(.*)$`, 'm'), (_, head, params) => {
-      const kept = String(params).split(';').filter((p) => !/^\s*(cbr|usedtx)=/.test(p));
-      return head + [...kept, 'cbr=1', 'usedtx=0'].join(';');
+      const kept = String(params).split(';').filter((p) => !/^\s*(cbr|usedtx|useinbandfec)=/.test(p));
+      // In-band FEC: a lost Opus packet is rebuilt from the next one, so a
+      // poor line keeps its sound.
+      return head + [...kept, 'useinbandfec=1', 'cbr=1', 'usedtx=0'].join(';');
     });
   }
   return out;

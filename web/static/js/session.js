@@ -6,6 +6,9 @@
 import { SignalingClient, SignalingError } from './protocol.js';
 import { KeyAgreement, joinToken } from '../e2ee/keys.js';
 import { localSDP, remoteSDP } from './sdp.js';
+import { PeerData } from './datachan.js';
+import { Consult } from './consult.js';
+import { ROLE_HOST } from '../e2ee/roster.js';
 
 /** RTCRtpScriptTransform where the browser has it; else createEncodedStreams. */
 const useScriptTransform = typeof RTCRtpScriptTransform !== 'undefined';
@@ -18,7 +21,7 @@ const isFirefox = /Firefox\//.test(navigator.userAgent);
  *   id: string, name: string, pc: RTCPeerConnection, stream: MediaStream, polite: boolean,
  *   makingOffer: boolean, ignoreOffer: boolean, pendingCandidates: RTCIceCandidateInit[],
  *   state: string, restartTimer: number, badSeconds: number, codecsSet?: WeakSet<RTCRtpTransceiver>,
- *   createdAt: number, everConnected: boolean, downSince: number, upSince: number,
+ *   createdAt: number, everConnected: boolean, downSince: number, upSince: number, data?: PeerData, iceRestartAt: number,
  * }} Remote
  * @typedef {{
  *   onRemoteAdded?: (r: Remote) => void,
@@ -27,7 +30,21 @@ const isFirefox = /Firefox\//.test(navigator.userAgent);
  *   onNotice?: (text: string) => void,
  *   onFatal?: (e: SignalingError) => void,
  *   onSecurity?: (s: Security) => void,
+ *   onWaiting?: (w: {title: string, hostPresent: boolean}) => void,
+ *   onAdmitted?: () => void,
+ *   onConsultation?: (c: ConsultState) => void,
+ *   onChat?: (c: {from: string, name: string, text: string, at: number, mine: boolean}) => void,
+ *   onTransfer?: (t: import('./datachan.js').Transfer, name: string) => void,
+ *   onRemoved?: () => void,
+ *   onReconnecting?: (attempt: number) => void,
+ *   onResumed?: () => void,
  * }} SessionEvents
+ * @typedef {{
+ *   role: string, title: string, locked: boolean, isHost: boolean,
+ *   knocks: {id: string, name: string, verified: boolean, checked: boolean}[],
+ *   members: {pid: string, name: string, host: boolean, me: boolean, stale: boolean}[],
+ * }} ConsultState
+ * @typedef {{hostKey: Uint8Array, record?: import('./consult.js').HostRecord|null, store?: import('./consult.js').HostStore|null}} ConsultOpts
  * @typedef {{code: string, confirmed: string[], holders: string[], suspended: string[], problems: {peer: string, name: string, text: string}[]}} Security
  * @typedef {{sent: number, unsent: number, peers: Record<string, {opened: number, dropped: number, reasons: Record<string, number>}>}} WorkerStats
  */
@@ -48,11 +65,22 @@ const HOLD_MS = 30000;
 
 export class CallSession {
   /**
-   * @param {{room: string, name: string, stream: MediaStream, relay: boolean, wsURL: string, secret: Uint8Array}} opts
+   * @param {{room: string, name: string, stream: MediaStream, relay: boolean, wsURL: string, secret: Uint8Array,
+   *   consultation?: ConsultOpts|null}} opts
    * @param {SessionEvents} events
    */
   constructor(opts, events) {
     this.room = opts.room;
+    /** 'host' or 'guest' in a consultation (from the server's welcome or waiting); '' in an open room. */
+    this.role = '';
+    this.title = '';
+    this.waiting = false;
+    /** The largest file this server lets people send (from welcome). */
+    this.maxFileBytes = 100 * 1000 * 1000;
+    /** Releases this tab's hold on hosting the consultation (Web Locks). */
+    this.releaseHostLock = () => {};
+    /** Stops listening for network changes. @type {(() => void)|undefined} */
+    this.stopNetworkWatch = undefined;
     this.name = opts.name;
     this.stream = opts.stream;
     this.relay = opts.relay;
@@ -105,8 +133,24 @@ export class CallSession {
         this.keyProblems.set(peer, text);
         this.reportSecurity();
       },
-    });
+      onRoster: () => this.consultChanged(),
+      onUnlisted: (pid) => {
+        const name = this.names.get(pid) || this.remotes.get(pid)?.name;
+        if (name) this.departedNames.set(pid, name);
+        this.names.delete(pid);
+        this.held.delete(pid);
+        this.toCall.delete(pid);
+        this.removeRemote(pid, 'removed');
+      },
+      onRemoved: () => {
+        if (this.ended) return;
+        this.events.onRemoved?.();
+      },
+    }, opts.consultation ? { hostKey: opts.consultation.hostKey, isHost: !!opts.consultation.record } : {});
+    /** The consultation side (rosters, knocks, freshness); null in an open room. */
+    this.consult = opts.consultation ? new Consult(this, opts.consultation) : null;
     this.worker.onmessage = (ev) => { if (ev.data?.op === 'stats') this.onWorkerStats(ev.data.stats); };
+    /** @type {ReturnType<typeof setInterval>|undefined} */
     this.statsTimer = setInterval(() => {
       this.worker.postMessage({ op: 'stats' });
       this.checkConnections();
@@ -234,6 +278,13 @@ export class CallSession {
       r.upSince = 0;
       const down = st === 'disconnected' || st === 'failed' || st === 'closed';
       if (r.everConnected && down) r.downSince ||= now;
+      // A network change or outage: restart ICE early (not only once the
+      // browser calls it failed), at most every 5 s. The impolite side
+      // leads on "disconnected"; on "failed" either side may.
+      if (r.everConnected && (st === 'failed' || (st === 'disconnected' && !r.polite && now - r.downSince >= 2000)) && now - r.iceRestartAt >= 5000) {
+        r.iceRestartAt = now;
+        this.restartIce(r);
+      }
       const tooLong = (r.everConnected && down && now - r.downSince >= SUSPEND_AFTER_MS) ||
         (!r.everConnected && now - r.createdAt >= NEVER_CONNECTED_MS);
       if (tooLong && this.keys.isConfirmed(pid) && !this.keys.members.get(pid)?.suspended) this.keys.suspend(pid);
@@ -251,8 +302,23 @@ export class CallSession {
     /** @type {{peer: string, name: string, text: string}[]} */
     const problems = [];
     for (const [peer, text] of this.keyProblems) {
-      const name = peer === '' ? 'This call' : this.displayName(peer);
+      const name = peer === '' ? 'This call' : peer.startsWith(':') ? 'This consultation' : this.displayName(peer);
       problems.push({ peer, name, text });
+    }
+    if (this.consult && !this.waiting) {
+      // Someone the server put in the room whom the host's roster does not
+      // name gets no key and no connection; say who it is.
+      const listed = this.keys.roster?.entries;
+      const present = new Set([...this.names.keys(), ...this.keys.unlisted.keys()]);
+      for (const pid of present) {
+        if (pid === this.myId || listed?.has(pid)) continue;
+        const text = this.role === 'host' ? 'is in the call, but you did not let them in: they get no key and cannot see or hear anything'
+          : 'is in the call, but the host did not let them in: they get no key and cannot see or hear anything';
+        problems.push({ peer: pid, name: this.names.get(pid) || 'Someone', text });
+      }
+      if (this.consult.staleTooLong()) {
+        problems.push({ peer: ':fresh', name: 'This consultation', text: 'the host is not confirming the list of participants right now, so your new keys go only to the host until they do' });
+      }
     }
     // Everyone who holds our keys must be someone the server announced: a
     // key holder nobody can see would be a silent listener.
@@ -350,27 +416,122 @@ export class CallSession {
     }
   }
 
+  /** The consultation's state for the UI: who waits, who is in, the lock. */
+  consultChanged() {
+    if (!this.consult) return;
+    const c = this.consult;
+    const entries = this.keys.roster?.entries || new Map();
+    const hostSeq = c.mine?.roster.seq ?? 0;
+    /** @type {ConsultState} */
+    const st = {
+      role: this.role, title: this.title, locked: c.isHost ? c.locked : !!this.keys.roster?.locked, isHost: c.isHost,
+      knocks: [...c.knocks.values()].map((k) => ({ id: k.id, name: k.name, verified: !!k.pub, checked: k.checked })),
+      members: [...entries].map(([pid, e]) => ({
+        pid, name: pid === this.myId ? 'You' : this.displayName(pid), host: e.role === ROLE_HOST, me: pid === this.myId,
+        stale: c.isHost && pid !== this.myId && (c.pingSeq.get(pid) ?? hostSeq) < hostSeq,
+      })),
+    };
+    this.events.onConsultation?.(st);
+    this.reportSecurity();
+  }
+
+  /**
+   * Whether chat and files may go to (and come from) a peer: the same rule
+   * as our keys (confirmed, not suspended, listed, fresh).
+   * @param {string} pid
+   */
+  mayShare(pid) {
+    const m = this.keys.members.get(pid);
+    return !!m && this.keys.isRecipient(m);
+  }
+
+  /**
+   * Sends a chat message to everyone we share with; returns how many got it.
+   * @param {string} text
+   */
+  async chat(text) {
+    let n = 0;
+    for (const r of this.remotes.values()) {
+      if (!r.data?.open || !this.mayShare(r.id)) continue;
+      try { await r.data.chat(text); n++; } catch { /* cut off: that person does not get it */ }
+    }
+    if (n) this.events.onChat?.({ from: this.myId, name: 'You', text, at: Date.now(), mine: true });
+    return n;
+  }
+
+  /** Offers a file to everyone we share with; returns how many offers went out. @param {File} file */
+  sendFile(file) {
+    let n = 0;
+    for (const r of this.remotes.values()) {
+      if (!r.data?.open || !this.mayShare(r.id)) continue;
+      r.data.offerFile(file);
+      n++;
+    }
+    return n;
+  }
+
+  /**
+   * The data channel of a connection: chat, files and, in a consultation,
+   * the host's roster and echoes.
+   * @param {Remote} r
+   */
+  openData(r) {
+    const dc = r.pc.createDataChannel('parley', { negotiated: true, id: 0, ordered: true });
+    r.data = new PeerData(r.id, dc, {
+      room: this.room, myId: () => this.myId, member: (pid) => this.keys.members.get(pid),
+      mayShare: (pid) => this.mayShare(pid), maxFileBytes: () => this.maxFileBytes,
+      onChat: (pid, text, at) => this.events.onChat?.({ from: pid, name: this.displayName(pid), text, at, mine: false }),
+      onTransfer: (t) => this.events.onTransfer?.(t, this.displayName(t.peer)),
+      onPing: (pid, seq, t) => { this.consult?.onPing(pid, seq, t); },
+      onPong: (pid, seq, hash, t) => { this.consult?.onPong(pid, seq, hash, t); },
+      onRoster: (pid, json) => this.consult?.onRosterFromHost(pid, json),
+      onProblem: (pid, text) => {
+        this.keyProblems.set(pid, text);
+        this.reportSecurity();
+      },
+    });
+  }
+
+  /**
+   * This device's network changed (Wi-Fi to mobile data, back online):
+   * every connection gets a new media path now, instead of waiting for
+   * ICE to notice the old one is gone.
+   */
+  networkChanged() {
+    if (this.ended) return;
+    for (const r of this.remotes.values()) {
+      r.iceRestartAt = Date.now();
+      this.restartIce(r);
+    }
+  }
+
   /** Joins the room and calls everyone already there. */
   async join() {
     const sig = this.sig;
+    const onNet = () => this.networkChanged();
+    window.addEventListener('online', onNet);
+    // @ts-ignore navigator.connection is not in every browser (or in TypeScript's DOM types)
+    navigator.connection?.addEventListener?.('change', onNet);
+    this.stopNetworkWatch = () => {
+      window.removeEventListener('online', onNet);
+      // @ts-ignore
+      navigator.connection?.removeEventListener?.('change', onNet);
+    };
     sig.on('peer-joined', (m) => {
       if (!m.peer) return;
       this.names.set(m.peer.id, m.peer.name);
       this.events.onNotice?.(`${m.peer.name} is joining the call…`);
     });
-    sig.on('peer-left', (m) => {
-      const id = m.id || '';
-      const name = this.names.get(id) || this.remotes.get(id)?.name;
-      if (name) this.departedNames.set(id, name);
-      // Forget the name: if this id ever comes back it is a replay, and a
-      // key holder under it shows as an unseen participant.
-      this.names.delete(id);
-      this.held.delete(id);
-      this.toCall.delete(id);
-      this.keys.peerLeft(id, name !== undefined);
-      this.keyProblems.delete(id);
-      this.undecryptable.delete(id);
-      this.removeRemote(id, m.reason || 'left');
+    sig.on('peer-left', (m) => this.peerLeft(m.id || '', m.reason || 'left'));
+    sig.on('roster', (m) => { if (!this.waiting) this.keys.onRoster(m.roster); });
+    sig.on('knock', (m) => { if (m.peer) this.consult?.onKnock({ id: m.peer.id, name: m.peer.name, payload: m.payload }); });
+    sig.on('knock-left', (m) => this.consult?.onKnockLeft(m.id || ''));
+    sig.on('host', (m) => { if (this.waiting) this.events.onWaiting?.({ title: this.title, hostPresent: !!m.hostPresent }); });
+    sig.on('welcome', (m) => {
+      this.admitted(/** @type {Welcome} */ (/** @type {unknown} */ (m))).catch((e) => {
+        console.warn('admission', e);
+        this.events.onNotice?.('Could not enter the consultation. Please reload the page.');
+      });
     });
     sig.on('e2ee', (m) => { if (m.from) this.keys.onMessage(m.from, m.payload); });
     sig.on('ice-servers', (m) => this.useICEServers(m.iceServers || []));
@@ -382,9 +543,69 @@ export class CallSession {
       this.events.onNotice?.(m.message || 'The server reported an error.');
     });
     sig.onclose = (e) => { if (!this.ended) this.events.onFatal?.(e); };
+    sig.onreconnecting = (n) => { if (!this.ended) this.events.onReconnecting?.(n); };
+    sig.onresumed = (m) => {
+      this.resumed(m).catch((e) => console.warn('resume', e));
+    };
 
-    const welcome = await sig.join(this.room, this.name, await joinToken(this.secret));
-    this.myId = welcome.id;
+    const first = await sig.join(this.room, this.name, await joinToken(this.secret));
+    this.myId = first.id;
+    if (first.type === 'waiting') {
+      // A consultation's waiting room: our hello goes (only) to the host as
+      // a knock; the welcome comes when the host lets us in.
+      this.role = 'guest';
+      this.waiting = true;
+      this.title = first.title || '';
+      if (!this.consult) throw new SignalingError('not-a-consultation', 'This link is not a complete consultation link. Ask the person who invited you for the whole link.');
+      if (this.consult.record) {
+        throw new SignalingError('sign-in', 'You created this consultation in this browser. Sign in to host it.');
+      }
+      await this.keys.start(this.myId);
+      this.events.onWaiting?.({ title: this.title, hostPresent: !!first.hostPresent });
+      return first;
+    }
+    const welcome = /** @type {Welcome} */ (first);
+    if (welcome.role === 'host') {
+      if (!this.consult?.record) {
+        throw new SignalingError('no-host-key', 'This consultation was made in another browser (or its record was cleared here). Open it from the browser where you created it.');
+      }
+      // One tab hosts at a time: two would sign two different lists.
+      const locked = await this.holdHostLock();
+      if (!locked) throw new SignalingError('host-elsewhere', 'This consultation is already open in another tab or window of this browser. Use that one, or close it and reload this page.');
+    } else if (this.consult) {
+      throw new SignalingError('not-a-consultation', 'This is not a consultation link. Ask the person who invited you for the right link.');
+    }
+    await this.enterCall(welcome);
+    return welcome;
+  }
+
+  /**
+   * Takes this browser's lock on hosting the consultation, held until the
+   * page leaves. False if another tab holds it.
+   * @returns {Promise<boolean>}
+   */
+  holdHostLock() {
+    if (!navigator.locks) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      navigator.locks.request('parley-host/' + this.room, { ifAvailable: true }, (lock) => {
+        if (!lock) {
+          resolve(false);
+          return undefined;
+        }
+        resolve(true);
+        return new Promise((release) => { this.releaseHostLock = () => release(undefined); });
+      }).catch(() => resolve(true));
+    });
+  }
+
+  /**
+   * Enters the call after a welcome (an open room, the host, or an admitted guest).
+   * @param {Welcome} welcome
+   */
+  async enterCall(welcome) {
+    this.role = welcome.role || '';
+    this.title = welcome.title || this.title;
+    if (welcome.maxFileBytes) this.maxFileBytes = welcome.maxFileBytes;
     this.iceServers = welcome.iceServers || [];
     this.scheduleICERefresh();
     // The newcomer makes the offers, once each peer's key is confirmed
@@ -393,9 +614,97 @@ export class CallSession {
       this.names.set(p.id, p.name);
       this.toCall.add(p.id);
     }
-    await this.keys.start(this.myId);
+    if (!this.keys.myId) await this.keys.start(this.myId);
+    if (this.role === 'host' && this.consult) {
+      await this.consult.hostStart(welcome.roster);
+      for (const k of welcome.waiting || []) await this.consult.onKnock(k);
+    }
     this.connectConfirmed();
-    return welcome;
+    this.consultChanged();
+  }
+
+  /**
+   * Someone left (the server's peer-left, or gone from a resumed welcome).
+   * @param {string} id @param {string} reason
+   */
+  peerLeft(id, reason) {
+    const name = this.names.get(id) || this.remotes.get(id)?.name;
+    if (name) this.departedNames.set(id, name);
+    // Forget the name: if this id ever comes back it is a replay, and a
+    // key holder under it shows as an unseen participant.
+    this.names.delete(id);
+    this.held.delete(id);
+    this.toCall.delete(id);
+    this.keys.peerLeft(id, name !== undefined);
+    this.keyProblems.delete(id);
+    this.undecryptable.delete(id);
+    this.removeRemote(id, reason);
+    this.consult?.onLeft(id);
+    this.consultChanged();
+  }
+
+  /**
+   * Back in after a reconnect, in our old place (no leave and join for the
+   * others): fresh TURN credentials, anyone who left meanwhile, our keys
+   * asked for again, and an ICE restart where the media path may be gone —
+   * always with the relay (its allocations die with a restarted server),
+   * else only on connections that are not up.
+   * @param {Message} m
+   */
+  async resumed(m) {
+    if (this.ended) return;
+    if (m.type === 'waiting') {
+      this.events.onResumed?.();
+      return;
+    }
+    const w = /** @type {Welcome} */ (/** @type {unknown} */ (m));
+    if (this.waiting) {
+      // Let in while we were away.
+      await this.admitted(w);
+      this.events.onResumed?.();
+      return;
+    }
+    if (w.roster) this.keys.onRoster(w.roster);
+    this.useICEServers(w.iceServers || []);
+    const present = new Set((w.peers || []).map((p) => p.id));
+    for (const p of w.peers || []) if (!this.names.has(p.id)) this.names.set(p.id, p.name);
+    for (const id of [...this.remotes.keys(), ...this.names.keys()]) {
+      if (!present.has(id)) this.peerLeft(id, 'left');
+    }
+    await this.keys.resync();
+    for (const r of this.remotes.values()) {
+      if (this.relay || r.pc.connectionState !== 'connected') this.restartIce(r);
+    }
+    this.events.onResumed?.();
+  }
+
+  /**
+   * An ICE restart (a new media path, e.g. after a network change or with
+   * fresh relay credentials). Both sides may call it: perfect negotiation
+   * settles colliding offers.
+   * @param {Remote} r
+   */
+  restartIce(r) {
+    try {
+      r.pc.restartIce();
+    } catch (e) {
+      console.warn('ICE restart', e);
+    }
+  }
+
+  /**
+   * The host let us in: the roster that names us, our hello again (the
+   * others take it now that the roster lists us), and the call.
+   * @param {Welcome} welcome
+   */
+  async admitted(welcome) {
+    if (!this.waiting) return;
+    this.waiting = false;
+    await this.keys.onRoster(welcome.roster);
+    await this.enterCall(welcome);
+    await this.keys.rehello();
+    this.consult?.admitted();
+    this.events.onAdmitted?.();
   }
 
   /**
@@ -415,9 +724,10 @@ export class CallSession {
     const r = {
       id, name, pc, stream: new MediaStream(), polite: this.myId > id,
       makingOffer: false, ignoreOffer: false, pendingCandidates: [], state: 'connecting', restartTimer: 0, badSeconds: 0,
-      createdAt: Date.now(), everConnected: false, downSince: 0, upSince: 0,
+      createdAt: Date.now(), everConnected: false, downSince: 0, upSince: 0, iceRestartAt: 0,
     };
     this.remotes.set(id, r);
+    this.openData(r);
 
     pc.ontrack = (ev) => {
       if (!r.stream.getTracks().includes(ev.track)) r.stream.addTrack(ev.track);
@@ -442,10 +752,9 @@ export class CallSession {
     };
     pc.onconnectionstatechange = () => {
       r.state = pc.connectionState;
-      if (pc.connectionState === 'failed') {
-        // Try an ICE restart once the network settles; the impolite side
-        // leads so both do not restart at once.
-        if (!r.polite) pc.restartIce();
+      if (pc.connectionState === 'failed' && !r.polite && Date.now() - r.iceRestartAt >= 5000) {
+        r.iceRestartAt = Date.now();
+        this.restartIce(r);
       }
       this.events.onRemoteUpdated?.(r);
     };
@@ -549,6 +858,7 @@ export class CallSession {
     const r = this.remotes.get(id);
     if (!r) return;
     this.remotes.delete(id);
+    r.data?.cutOff(reason === 'removed' ? 'they were removed from the call' : 'they left the call');
     r.pc.close();
     this.events.onRemoteRemoved?.(r, reason);
   }
@@ -579,6 +889,9 @@ export class CallSession {
   /** Hangs up: tells the others and closes every connection. */
   leave() {
     this.ended = true;
+    this.stopNetworkWatch?.();
+    this.consult?.stop();
+    this.releaseHostLock();
     clearInterval(this.statsTimer);
     clearTimeout(this.iceTimer);
     this.keys.stop();
