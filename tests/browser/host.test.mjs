@@ -11,6 +11,10 @@
 //     list, Copy, the mailto link; the host key store's add-only and
 //     roster rules; a consultation from another browser shown as such;
 //     revoke (the room answers 410); sign out;
+//   - end to end with the call page: Open from /host makes this browser
+//     the host (the key store's record), a guest knocks and sees the host's
+//     name, is let in, media decodes both ways, and the signed roster is
+//     in the host's IndexedDB;
 //   - the same sign-in and creation in Firefox (Ed25519 keys in IndexedDB);
 //   - screenshots at 360x740 and 1280x800 with no text overflowing its box
 //     and no controls overlapping.
@@ -19,7 +23,7 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { startParley, launchBrowser, dumpOnFailure, repo, until } from './harness.mjs';
+import { startParley, launchBrowser, dumpOnFailure, repo, until, waitForStats } from './harness.mjs';
 import { ensureFirefox, launchFirefox } from './firefox.mjs';
 
 const EMAIL = 'host@example.com';
@@ -240,6 +244,7 @@ test('create a consultation: the #c= link, the key store, the list, copy and mai
     return `${d.getFullYear()}-${String(d.getMonth() + 1).padStart(2, '0')}-${String(d.getDate()).padStart(2, '0')}`;
   });
   await page.fill('#title', title);
+  await page.fill('#host-name', 'Dr Ana Ruiz');
   await page.fill('#date', day);
   await page.fill('#time', '14:30');
   await page.click('#create');
@@ -263,6 +268,8 @@ test('create a consultation: the #c= link, the key store, the list, copy and mai
   const local = await page.evaluate((d) => new Date(`${d}T14:30`).getTime(), day);
   assert.equal(Date.parse(c.scheduledAt), local, 'scheduled at the local 14:30');
   assert.equal(c.state, 'active');
+  assert.equal(c.hostName, 'Dr Ana Ruiz');
+  assert.equal(await page.inputValue('#host-name'), 'Dr Ana Ruiz', 'the host name is kept for the next one');
   assert.ok(!parley.logs.includes(m[3]) && !parley.logs.includes(m[3].slice(0, 22)), 'the fragment never reaches the server');
 
   // The key store: S and H are the link's, the signing key is non-extractable and signs for H.
@@ -418,6 +425,51 @@ test('revoke, with a confirm step: listed as revoked, the room answers 410', onF
   const r = await fetch(`${parley.base}/api/rooms/${made.id}`);
   assert.equal(r.status, 410);
   assert.equal((await r.json()).error, 'link-revoked');
+}));
+
+test('end to end: Open from /host hosts the call, a guest knocks and is let in, the roster is stored', onFailure(async () => {
+  const { page } = host;
+  await page.setViewportSize({ width: 1280, height: 800 });
+  await page.goto(parley.base + '/host');
+  await page.locator('#new-form').waitFor({ state: 'visible' });
+  await page.fill('#title', 'Call now');
+  await page.click('#create');
+  await page.locator('#created').waitFor({ state: 'visible' });
+  const link = await page.inputValue('#created-link');
+  const id = /\/c\/([A-Za-z0-9_-]{22})#/.exec(link)?.[1] || '';
+  const item = page.locator(`#upcoming li[data-id="${id}"]`);
+  assert.equal(await item.locator('.c-open').getAttribute('href'), link);
+  const withQuery = (/** @type {string} */ name) => link.replace('#', `?name=${encodeURIComponent(name)}&join=1#`);
+
+  // The host, as Open does, with the URL contract's name and join.
+  await page.goto(withQuery('Ana'));
+  await page.locator('#host-panel').waitFor({ state: 'visible', timeout: 20000 });
+
+  const guest = await launchBrowser();
+  open.push(guest);
+  await guest.page.goto(withQuery('Guest'));
+  await guest.page.locator('#waiting-room').waitFor({ state: 'visible', timeout: 20000 });
+  assert.match(await guest.page.locator('#waiting-title').innerText(), /Waiting for Dr Ana Ruiz/);
+
+  const letIn = page.getByRole('button', { name: 'Let Guest in' });
+  await until(async () => (await letIn.count()) === 1 && (await letIn.isEnabled()), 'the knock, checked', 20000);
+  await letIn.click();
+  await guest.page.locator('#call').waitFor({ state: 'visible', timeout: 20000 });
+  for (const b of [page, guest.page]) {
+    await waitForStats(b, (st) => st.some((x) => x.videoFramesDecoded > 20), 'decoded video');
+  }
+  const stored = await page.evaluate(async (room) => {
+    const hs = await import('/js/hoststore.js');
+    const r = await hs.getConsultation(room);
+    const j = /** @type {any} */ (r?.roster?.json);
+    return j && { seq: j.seq, roles: j.members.map((/** @type {any} */ m) => m.role).sort() };
+  }, id);
+  assert.ok(stored && stored.seq >= 2, 'a roster after the admission: ' + JSON.stringify(stored));
+  assert.deepEqual(stored.roles, [0, 1], 'the host and the guest');
+  await guest.close();
+  open.splice(open.indexOf(guest), 1);
+  await page.goto(parley.base + '/host');
+  await page.locator('#who-email').waitFor({ state: 'visible' });
 }));
 
 test('sign out', onFailure(async () => {

@@ -26,6 +26,7 @@ const errorBox = el('host-error');
 const content = el('host-content');
 const form = /** @type {HTMLFormElement} */ (el('new-form'));
 const titleIn = /** @type {HTMLInputElement} */ (el('title'));
+const hostNameIn = /** @type {HTMLInputElement} */ (el('host-name'));
 const dateIn = /** @type {HTMLInputElement} */ (el('date'));
 const timeIn = /** @type {HTMLInputElement} */ (el('time'));
 const createBtn = /** @type {HTMLButtonElement} */ (el('create'));
@@ -42,6 +43,18 @@ let csrf = '';
 const records = new Map();
 /** Why this browser cannot hold keys, if it cannot. */
 let storeProblem = '';
+
+/** The host name is remembered in this browser for the next consultation. */
+const HOST_NAME_KEY = 'parley-host-name';
+/** @param {string} [v] */
+function rememberedHostName(v) {
+  try {
+    if (v === undefined) return localStorage.getItem(HOST_NAME_KEY) || '';
+    if (v) localStorage.setItem(HOST_NAME_KEY, v); else localStorage.removeItem(HOST_NAME_KEY);
+  } catch { /* storage refused: nothing remembered */ }
+  return v || '';
+}
+hostNameIn.value = rememberedHostName();
 
 // ---- time in words ----
 
@@ -355,6 +368,7 @@ form.addEventListener('submit', async (ev) => {
     titleIn.focus();
     return;
   }
+  const hostName = hostNameIn.value.trim();
   const at = scheduledAt();
   if (at instanceof Error) {
     showError(newError, at.message);
@@ -376,7 +390,7 @@ form.addEventListener('submit', async (ev) => {
     const secret = crypto.getRandomValues(new Uint8Array(16));
     /** @type {Consultation} */
     const c = await withSession(async () => api('/api/consultations', {
-      method: 'POST', csrf, body: { title, scheduledAt: at, joinVerifier: await joinVerifier(secret) },
+      method: 'POST', csrf, body: { title, scheduledAt: at, joinVerifier: await joinVerifier(secret), ...(hostName ? { hostName } : {}) },
     }));
     /** @type {HostRecord} */
     const rec = { room: c.id, secret, sk: key.sk, pub: key.pub, created: Date.now() };
@@ -393,7 +407,9 @@ form.addEventListener('submit', async (ev) => {
       throw e;
     }
     records.set(c.id, rec);
+    rememberedHostName(hostName);
     form.reset();
+    hostNameIn.value = hostName;
     status.textContent = `The consultation “${c.title}” was created.`;
     showCreated(c, rec);
     await loadList();
