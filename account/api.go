@@ -24,6 +24,7 @@ const maxAhead = 366 * 24 * time.Hour
 
 func (s *Service) routes() {
 	m := http.NewServeMux()
+	m.HandleFunc("GET /api/info", s.info)
 	m.HandleFunc("POST /api/login", s.login)
 	m.Handle("POST /api/logout", s.stateChanging(s.logout))
 	m.Handle("GET /api/me", s.signedIn(s.me))
@@ -35,7 +36,7 @@ func (s *Service) routes() {
 	// The same paths with other methods get a JSON 405 naming the
 	// allowed ones; unknown paths under the account API a JSON 404.
 	for path, allow := range map[string]string{
-		"/api/login": "POST", "/api/logout": "POST", "/api/me": "GET, HEAD",
+		"/api/info": "GET, HEAD", "/api/login": "POST", "/api/logout": "POST", "/api/me": "GET, HEAD",
 		"/api/consultations": "GET, HEAD, POST", "/api/consultations/{id}": "GET, HEAD",
 		"/api/consultations/{id}/revoke": "POST", "/api/consultations/{id}/end": "POST",
 	} {
@@ -195,6 +196,34 @@ func jsonKind(k string) string {
 		return "boolean"
 	}
 	return k
+}
+
+// ---- what the pages need to know ----
+
+// InfoResponse is the answer to GET /api/info: what the landing and
+// sign-in pages show. It needs no session and changes nothing.
+type InfoResponse struct {
+	OpenRooms bool   `json:"openRooms"`       // anyone may start a plain call (-open-rooms)
+	SignedIn  bool   `json:"signedIn"`        // the request carries a valid host session
+	Email     string `json:"email,omitempty"` // the signed-in host's, only when SignedIn
+}
+
+// info answers GET /api/info. The session cookie is HttpOnly, so a page
+// cannot see by itself whether its browser is signed in; this says so
+// without a 401. Other sites cannot read the answer (no CORS headers) nor
+// send the cookie with it (SameSite=Strict). Like every request with a
+// session, it slides the session's expiry.
+func (s *Service) info(w http.ResponseWriter, r *http.Request) {
+	si, ok, err := s.session(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	res := InfoResponse{OpenRooms: s.cfg.OpenRooms, SignedIn: ok}
+	if ok {
+		res.Email = si.user.Email
+	}
+	writeJSON(w, http.StatusOK, res)
 }
 
 // ---- sign-in ----

@@ -219,10 +219,12 @@ func build(cfg config.Config, logger *slog.Logger, ln Listeners, relayOnly bool,
 		mux := http.NewServeMux()
 		mux.Handle("/ws", s.sig)
 		mux.Handle("/api/", s.sig)
+		var requireHost func(http.Handler) http.Handler
 		if s.accounts != nil {
 			s.accounts.Register(mux)
+			requireHost = s.accounts.RequireHost
 		}
-		mux.Handle("/", web.Handler(map[string]fs.FS{"e2ee": e2ee.Browser}))
+		mux.Handle("/", web.Handler(map[string]fs.FS{"e2ee": e2ee.Browser}, requireHost))
 		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "text/plain")
 			w.Write([]byte("ok\n"))
@@ -579,11 +581,18 @@ func (c consultations) Lookup(ctx context.Context, id string) (signaling.Consult
 }
 
 func (c consultations) IsHost(r *http.Request, id string) bool {
+	// r is the WebSocket upgrade, asked about when its join arrives: by then
+	// the upgrade's HTTP handler has returned and r's context is cancelled,
+	// which would fail every session lookup and put the host in its own
+	// waiting room. Keep the request's values, not its end.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 5*time.Second)
+	defer cancel()
+	r = r.WithContext(ctx)
 	u, ok := c.acc.SessionUser(r)
 	if !ok {
 		return false
 	}
-	co, err := c.st.Consultation(r.Context(), id)
+	co, err := c.st.Consultation(ctx, id)
 	return err == nil && co.OwnerID == u.ID
 }
 
