@@ -23,12 +23,11 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { startParley, launchBrowser, dumpOnFailure, repo, until, waitForStats } from './harness.mjs';
+import { startParley, launchBrowser, dumpOnFailure, until, waitForStats, layoutProblems, checkLayouts, SHOTS } from './harness.mjs';
 import { ensureFirefox, launchFirefox } from './firefox.mjs';
 
 const EMAIL = 'host@example.com';
 const PASSWORD = 'a long password';
-const SHOTS = join(repo, 'test-results', 'screenshots');
 
 /** @type {Awaited<ReturnType<typeof startParley>>} */
 let parley;
@@ -66,69 +65,6 @@ async function apiSession(base) {
   const cookie = (r.headers.get('set-cookie') || '').split(';')[0];
   const me = await (await fetch(base + '/api/me', { headers: { Cookie: cookie } })).json();
   return { cookie, csrf: me.csrf };
-}
-
-/**
- * What a person would see wrong in the layout: text cut off or spilling
- * out of its box, controls overlapping their siblings, anything wider
- * than the screen.
- * @param {import('playwright-core').Page} page
- */
-async function layoutProblems(page) {
-  return page.evaluate(() => {
-    /** @type {string[]} */
-    const problems = [];
-    const shown = (/** @type {Element} */ e) => {
-      const r = e.getBoundingClientRect();
-      const cs = getComputedStyle(e);
-      return r.width > 0 && r.height > 0 && cs.visibility !== 'hidden' && cs.display !== 'none';
-    };
-    const name = (/** @type {Element} */ e) => `${e.tagName.toLowerCase()}${e.id ? '#' + e.id : ''}${e.className ? '.' + String(e.className).replace(/ /g, '.') : ''} "${(e.textContent || '').trim().slice(0, 40)}"`;
-    const vw = document.documentElement.clientWidth;
-    if (document.documentElement.scrollWidth > vw + 1) problems.push(`the page scrolls sideways: ${document.documentElement.scrollWidth} > ${vw}`);
-    for (const e of document.querySelectorAll('h1, h2, h3, p, label, legend, button, a, li, span, strong, div')) {
-      if (!shown(e) || getComputedStyle(e).display === 'inline') continue;
-      const he = /** @type {HTMLElement} */ (e);
-      if (he.scrollWidth > he.clientWidth + 1) problems.push(`text overflows: ${name(e)} (${he.scrollWidth} > ${he.clientWidth})`);
-      const r = e.getBoundingClientRect();
-      if (r.right > vw + 1 || r.left < -1) problems.push(`off screen: ${name(e)} (${Math.round(r.left)}..${Math.round(r.right)} of ${vw})`);
-    }
-    const controls = [...document.querySelectorAll('button, a.button, input, select, textarea, label, .brand')].filter(shown);
-    /** @type {Map<Element, Element[]>} */
-    const byParent = new Map();
-    for (const c of controls) {
-      const p = /** @type {Element} */ (c.parentElement);
-      byParent.set(p, [...(byParent.get(p) || []), c]);
-    }
-    for (const sibs of byParent.values()) {
-      for (let i = 0; i < sibs.length; i++) {
-        for (let j = i + 1; j < sibs.length; j++) {
-          const a = sibs[i].getBoundingClientRect(), b = sibs[j].getBoundingClientRect();
-          const w = Math.min(a.right, b.right) - Math.max(a.left, b.left);
-          const h = Math.min(a.bottom, b.bottom) - Math.max(a.top, b.top);
-          if (w > 1 && h > 1) problems.push(`overlap: ${name(sibs[i])} and ${name(sibs[j])}`);
-        }
-      }
-    }
-    // Touch targets: every button and button-link at least 44 px high.
-    for (const c of document.querySelectorAll('button, a.button')) {
-      if (shown(c) && c.getBoundingClientRect().height < 44) problems.push(`small touch target: ${name(c)}`);
-    }
-    return problems;
-  });
-}
-
-/**
- * Screenshots the page at phone and desktop sizes and checks the layout at each.
- * @param {import('playwright-core').Page} page @param {string} what
- */
-async function checkLayouts(page, what) {
-  for (const [w, h] of [[360, 740], [1280, 800]]) {
-    await page.setViewportSize({ width: w, height: h });
-    await page.waitForTimeout(100);
-    await page.screenshot({ path: join(SHOTS, `${what}-${w}x${h}.png`), fullPage: true });
-    assert.deepEqual(await layoutProblems(page), [], `${what} at ${w}x${h}`);
-  }
 }
 
 const text = (/** @type {import('playwright-core').Page} */ page, /** @type {string} */ sel) => page.locator(sel).innerText();

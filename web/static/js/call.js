@@ -239,8 +239,7 @@ async function init() {
     // Did this browser make the consultation? Then it holds the host's
     // signing key for it (hoststore.js, IndexedDB).
     try {
-      const mod = './hoststore.js';
-      hostStore = await import(mod);
+      hostStore = await import('./hoststore.js');
       const rec = await hostStore.getConsultation(roomId);
       if (rec && rec.pub && sameBytes(new Uint8Array(rec.pub), consultLink.hostKey)) hostRecord = rec;
     } catch {
