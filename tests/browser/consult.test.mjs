@@ -264,10 +264,16 @@ test('a patched server admits someone the host did not and keeps a removed membe
   await g.page.locator('#call').waitFor({ state: 'visible', timeout: 30000 });
   await waitForStats(g.page, (s) => s.some((x) => x.videoFramesDecoded > 30), 'Kept In decodes the host', 45000);
   // The patched server turns the host's "remove" into a plain roster update: the member stays.
-  proxy.setHook((dir, conn, msg) => (dir === 'c2s' && conn === hostConn && msg.type === 'remove' ? [{ type: 'roster', roster: msg.roster }] : undefined));
+  // It also keeps the new roster from the removed member, whose own page
+  // would otherwise see itself gone and leave.
+  const keptConn = connOf('Kept In');
+  proxy.setHook((dir, conn, msg) => {
+    if (dir === 'c2s' && conn === hostConn && msg.type === 'remove') return [{ type: 'roster', roster: msg.roster }];
+    if (dir === 's2c' && conn === keptConn && msg.type === 'roster') return [];
+    return undefined;
+  });
   host.page.once('dialog', (dlg) => dlg.accept());
   const tRemove = Date.now();
-  const keptConn = connOf('Kept In');
   await host.page.getByRole('button', { name: 'Remove Kept In' }).click();
   await until(async () => /Kept In: is in the call, but you did not let them in/.test((await badge(host.page)).text), 'the host told the removed member is still there', 20000);
   const framesAt = await decoded(g.page);

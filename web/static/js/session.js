@@ -137,7 +137,10 @@ export class CallSession {
       onUnlisted: (pid) => {
         const name = this.names.get(pid) || this.remotes.get(pid)?.name;
         if (name) this.departedNames.set(pid, name);
-        this.names.delete(pid);
+        // The name stays while the server still has them in the room (until
+        // its peer-left): the badge then names someone present whom the
+        // roster does not list, e.g. a removed member a server keeps in.
+        if (name && !this.names.has(pid)) this.names.set(pid, name);
         this.held.delete(pid);
         this.toCall.delete(pid);
         this.removeRemote(pid, 'removed');
@@ -364,7 +367,11 @@ export class CallSession {
     }
     // With others in the call but nobody confirming our keys, our link is
     // probably wrong or cut short: say so, in words a person can act on.
-    const lonely = this.names.size > 0 && this.keys.confirmed().length === 0;
+    // (In a consultation only those the roster lists count: someone the
+    // host did not let in gets no key by design and has its own warning.)
+    const listed = this.keys.roster?.entries;
+    const others = this.consult && listed ? [...this.names.keys()].filter((p) => listed.has(p)) : [...this.names.keys()];
+    const lonely = others.length > 0 && this.keys.confirmed().length === 0;
     this.unconfirmedSeconds = lonely ? (this.unconfirmedSeconds || 0) + 1 : 0;
     const warnLink = this.unconfirmedSeconds >= 6;
     if (warnLink !== this.keyProblems.has('')) {
