@@ -22,34 +22,9 @@ import (
 )
 
 // TestAccountsMounted: with a store, the account API is served beside
-// signaling, behind the same security headers, and its data outlives the
-// server.
+// signaling, behind the same security headers.
 func TestAccountsMounted(t *testing.T) {
-	dir := t.TempDir()
-	st, err := store.Open(dir, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	if _, err := st.AddUser(context.Background(), "host@example.com", account.HashPassword("a host password", account.Params{Memory: 64, Time: 1, Threads: 1, SaltLen: 16, KeyLen: 32}), time.Now()); err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := config.Default()
-	cfg.TURNListen = ""
-	s, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), Listeners{HTTP: ln}, WithStore(st))
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.Start()
-	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		s.Shutdown(ctx)
-	}()
+	s, ln, _ := startWithHost(t)
 	if s.Accounts() == nil {
 		t.Fatal("no account service with a store")
 	}
@@ -83,7 +58,7 @@ func TestAccountsMounted(t *testing.T) {
 	}
 	req, _ := http.NewRequest("GET", base+"/api/me", nil)
 	req.Header.Set("Cookie", account.CookieName+"="+cookie)
-	res, err = http.DefaultClient.Do(req)
+	res, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,30 +128,7 @@ func TestNoStoreNoAccounts(t *testing.T) {
 // its waiting room. The session is looked up when the join arrives, after
 // the upgrade's HTTP handler has returned and cancelled its request context.
 func TestHostJoinsOwnConsultation(t *testing.T) {
-	st, err := store.Open(t.TempDir(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	if _, err := st.AddUser(context.Background(), "host@example.com", account.HashPassword("a host password", account.Params{Memory: 64, Time: 1, Threads: 1, SaltLen: 16, KeyLen: 32}), time.Now()); err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := config.Default()
-	cfg.TURNListen = ""
-	s, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), Listeners{HTTP: ln}, WithStore(st))
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.Start()
-	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		s.Shutdown(ctx)
-	}()
+	_, ln, _ := startWithHost(t)
 	base := "http://" + ln.Addr().String()
 	do := func(method, path, body, cookie, csrf string) *http.Response {
 		req, _ := http.NewRequest(method, base+path, strings.NewReader(body))
@@ -252,4 +204,36 @@ func TestHostJoinsOwnConsultation(t *testing.T) {
 	if m := first(""); m.Type != signaling.TypeWaiting {
 		t.Fatalf("a guest got %s, want waiting", m.Type)
 	}
+}
+
+// startWithHost starts a server on 127.0.0.1 with a fresh store holding one
+// host, host@example.com with the password "a host password"; it is shut
+// down and the store closed when the test ends.
+func startWithHost(t *testing.T) (*Server, net.Listener, *store.Store) {
+	t.Helper()
+	st, err := store.Open(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	if _, err := st.AddUser(context.Background(), "host@example.com", account.HashPassword("a host password", account.Params{Memory: 64, Time: 1, Threads: 1, SaltLen: 16, KeyLen: 32}), time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := config.Default()
+	cfg.TURNListen = ""
+	s, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), Listeners{HTTP: ln}, WithStore(st))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Start()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		s.Shutdown(ctx)
+	})
+	return s, ln, st
 }
