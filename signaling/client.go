@@ -26,10 +26,6 @@ const (
 	floodRate  = 5
 )
 
-type outMsg struct {
-	data []byte
-}
-
 // client is one WebSocket connection. Only run's goroutine reads; only the
 // writer goroutine writes (apart from gorilla's own close on read-limit).
 type client struct {
@@ -37,7 +33,7 @@ type client struct {
 	ws   *websocket.Conn
 	req  *http.Request
 	log  *slog.Logger
-	send chan outMsg
+	wake chan struct{} // (capacity 1) tells the writer that out has messages
 	done chan struct{} // closed when the writer stops
 
 	closeOnce sync.Once
@@ -67,6 +63,12 @@ type client struct {
 	pending    [][]byte
 	overflow   bool
 
+	// The send queue, guarded by pmu: out[head:] wait for the writer, at
+	// most sendQueue of them. A slice rather than a channel of sendQueue
+	// messages, which would take 6 KiB on every connection, idle or not.
+	out  [][]byte
+	head int
+
 	limiter  *rate.Limiter
 	flood    *rate.Limiter
 	lastWarn time.Time
@@ -79,7 +81,7 @@ func newClient(s *Server, ws *websocket.Conn, r *http.Request) *client {
 		ws:      ws,
 		req:     r,
 		log:     s.log.With("conn", newID(6)),
-		send:    make(chan outMsg, sendQueue),
+		wake:    make(chan struct{}, 1),
 		done:    make(chan struct{}),
 		stop:    make(chan struct{}),
 		limiter: rate.NewLimiter(rate.Limit(s.cfg.MessagesPerSecond), s.cfg.MessageBurst),
@@ -438,14 +440,42 @@ func (c *client) enqueue(data []byte) {
 		c.pmu.Unlock()
 		return
 	}
+	select {
+	case <-c.stop:
+		// The writer is flushing or gone: nothing more goes out.
+		c.pmu.Unlock()
+		return
+	default:
+	}
+	if n := len(c.out) - c.head; n >= sendQueue {
+		c.pmu.Unlock()
+		c.log.Info("client too slow; closing", "queued", n)
+		c.closeWith(CloseSlowReader, "Your connection is too slow.")
+		return
+	}
+	c.out = append(c.out, data)
 	c.pmu.Unlock()
 	select {
-	case c.send <- outMsg{data: data}:
-	case <-c.stop:
-	default:
-		c.log.Info("client too slow; closing", "queued", len(c.send))
-		c.closeWith(CloseSlowReader, "Your connection is too slow.")
+	case c.wake <- struct{}{}:
+	default: // the writer has been told already
 	}
+}
+
+// next takes the oldest queued message, or reports that none is queued.
+func (c *client) next() ([]byte, bool) {
+	c.pmu.Lock()
+	defer c.pmu.Unlock()
+	if c.head == len(c.out) {
+		if cap(c.out) > 16 {
+			c.out = nil // let a burst's backing array go
+		}
+		c.out, c.head = c.out[:0], 0
+		return nil, false
+	}
+	m := c.out[c.head]
+	c.out[c.head] = nil
+	c.head++
+	return m, true
 }
 
 // closeWith makes the writer send a close frame and stop. Safe to call from
@@ -464,12 +494,18 @@ func (c *client) writer() {
 	wt := c.srv.cfg.WriteTimeout
 	for {
 		select {
-		case m := <-c.send:
-			c.ws.SetWriteDeadline(time.Now().Add(wt))
-			if err := c.ws.WriteMessage(websocket.TextMessage, m.data); err != nil {
-				c.log.Debug("write failed", "err", err)
-				c.ws.Close() // unblocks the reader
-				return
+		case <-c.wake:
+			for {
+				m, ok := c.next()
+				if !ok {
+					break
+				}
+				c.ws.SetWriteDeadline(time.Now().Add(wt))
+				if err := c.ws.WriteMessage(websocket.TextMessage, m); err != nil {
+					c.log.Debug("write failed", "err", err)
+					c.ws.Close() // unblocks the reader
+					return
+				}
 			}
 		case <-ping.C:
 			if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(wt)); err != nil {
@@ -479,17 +515,15 @@ func (c *client) writer() {
 		case <-c.stop:
 			// Flush what is queued (an error explaining the close, say).
 			for {
-				select {
-				case m := <-c.send:
-					c.ws.SetWriteDeadline(time.Now().Add(wt))
-					if c.ws.WriteMessage(websocket.TextMessage, m.data) != nil {
-						c.ws.Close()
-						return
-					}
-					continue
-				default:
+				m, ok := c.next()
+				if !ok {
+					break
 				}
-				break
+				c.ws.SetWriteDeadline(time.Now().Add(wt))
+				if c.ws.WriteMessage(websocket.TextMessage, m) != nil {
+					c.ws.Close()
+					return
+				}
 			}
 			c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(c.closeCode, c.closeText), time.Now().Add(wt))
 			// Give the client a moment to answer the close, then drop.

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -385,6 +386,11 @@ func runLatency(ctx context.Context, s *server, o options, conns []*conn, joinRo
 		c.takeSamples()
 	}
 	sent0, relayed0, cpu0, t0 := sent.Load(), relayed.Load(), s.cpu(), time.Now()
+	own0 := procCPU("/proc/self/stat")
+	busy0, total0 := machineCPU()
+	if o.perfOut != "" {
+		go perfRecord(s.pid, o.perfOut, o.relayDur/2)
+	}
 	recording.Store(true)
 	joinRec.Store(true)
 	sleepCtx(ctx, o.relayDur)
@@ -392,6 +398,11 @@ func runLatency(ctx context.Context, s *server, o options, conns []*conn, joinRo
 	joinRec.Store(false)
 	window := time.Since(t0)
 	sent1, relayed1, cpu1 := sent.Load(), relayed.Load(), s.cpu()
+	own1 := procCPU("/proc/self/stat")
+	busy1, total1 := machineCPU()
+	ownCPU := float64(own1-own0) / float64(window) * 100
+	// The machine's busy time as a share of all its CPUs, in % of one core.
+	machine := float64(busy1-busy0) / float64(total1-total0) * float64(runtime.NumCPU()) * 100
 	m, _ := s.mem()
 	close(stop)
 	wg.Wait()
@@ -408,6 +419,7 @@ func runLatency(ctx context.Context, s *server, o options, conns []*conn, joinRo
 	offered := float64(sent1-sent0) / window.Seconds()
 	delivered := float64(relayed1-relayed0) / window.Seconds()
 	cpu := float64(cpu1-cpu0) / float64(window) * 100
+	log.Printf("latency: CPU in %% of one core: server %.0f, load generator %.0f, whole machine %.0f of %d00", cpu, ownCPU, machine, runtime.NumCPU())
 	log.Printf("latency: relay %v; sent %.0f/s, delivered %.0f/s; server CPU %.0f %% of one core; joins under load: dial+join %v, join alone %v; join errors %d %v",
 		rd, offered, delivered, cpu, lt, lj, joinErrs.Load(), firstJoinErr.Load())
 
@@ -424,10 +436,10 @@ func runLatency(ctx context.Context, s *server, o options, conns []*conn, joinRo
 		return true
 	})
 	slices.Sort(errs)
-	rep.section(fmt.Sprintf("Latency, with the %s idle connections held: relay over %s senders in %s rooms (each sends every %s to the next in its room; %s warm-up, then a %s window): %v; messages sent %s, arrived %s in all (errors from the server: %v; send errors %d); server CPU %.0f %% of one core in the window; heap in use at the end %s, %v goroutines.\n\n"+
+	rep.section(fmt.Sprintf("Latency, with the %s idle connections held: relay over %s senders in %s rooms (each sends every %s to the next in its room; %s warm-up, then a %s window): %v; messages sent %s, arrived %s in all (errors from the server: %v; send errors %d); CPU in the window, in %% of one core: server %.0f, load generator %.0f, the whole machine %.0f of %d00 (the rest is other jobs); heap in use at the end %s, %v goroutines.\n\n"+
 		"Joins under that load (%d workers, each in its own room, %.0f/s: dial, join, welcome, leave): dial+join %v; join alone %v; %d failed%s.\n\n"+
 		"Joins one at a time with no load (%d): dial+join %v; join alone %v.\n",
-		thousands(len(conns)), thousands(ns), thousands(ns/4), interval, o.warmup, o.relayDur, rd, thousands(int(sentAll)), thousands(int(relayedAll)), errs, sendErr.Load(), cpu, mb(m.heapInuse), m.goroutines,
+		thousands(len(conns)), thousands(ns), thousands(ns/4), interval, o.warmup, o.relayDur, rd, thousands(int(sentAll)), thousands(int(relayedAll)), errs, sendErr.Load(), cpu, ownCPU, machine, runtime.NumCPU(), mb(m.heapInuse), m.goroutines,
 		workers, o.joinRate, lt, lj, joinErrs.Load(), errText(firstJoinErr.Load()),
 		o.idleJoins, it, ij))
 	return nil
@@ -438,4 +450,17 @@ func errText(v any) string {
 		return ""
 	}
 	return fmt.Sprintf(" (first: %v)", v)
+}
+
+// perfRecord samples the server with perf for d (call graphs by frame
+// pointer), into dir/perf.data, for `perf report -i`.
+func perfRecord(pid int, dir string, d time.Duration) {
+	os.MkdirAll(dir, 0o755)
+	out := dir + "/perf.data"
+	cmd := exec.Command("perf", "record", "-F", "999", "-g", "-p", fmt.Sprint(pid), "-o", out, "--", "sleep", fmt.Sprint(int(d.Seconds())))
+	if b, err := cmd.CombinedOutput(); err != nil {
+		log.Printf("perf record: %v: %s", err, b)
+		return
+	}
+	log.Printf("perf: server profile in %s", out)
 }

@@ -66,6 +66,7 @@ type options struct {
 	grace      time.Duration
 	drain      bool
 	samplesOut string
+	perfOut    string
 }
 
 func main() {
@@ -94,6 +95,7 @@ func main() {
 	flag.DurationVar(&o.grace, "grace", 60*time.Second, "the server's resume grace (a dropped member keeps its place this long)")
 	flag.BoolVar(&o.drain, "drain", true, "soak: after the churn, wait out the grace and compare with the start")
 	flag.StringVar(&o.samplesOut, "samples", "", "soak: also write every sample to this CSV file")
+	flag.StringVar(&o.perfOut, "perf", "", "latency: record the server with perf (linux-perf) for half the relay window, into this directory")
 	fillWorker := flag.String("fill-worker", "", "(internal) open WebSockets to this ws:// URL until refused, in a child process")
 	flag.Usage = func() {
 		fmt.Fprintf(os.Stderr, "usage: go run ./bench/signaling [flags]   (as root; see bench/signaling.md)\n\n")

@@ -183,8 +183,11 @@ func (s *server) procStatus(field string) float64 {
 }
 
 // cpu returns the server's user+system CPU time so far.
-func (s *server) cpu() time.Duration {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", s.pid))
+func (s *server) cpu() time.Duration { return procCPU(fmt.Sprintf("/proc/%d/stat", s.pid)) }
+
+// procCPU reads user+system CPU time from a /proc/PID/stat file.
+func procCPU(path string) time.Duration {
+	b, err := os.ReadFile(path)
 	if err != nil {
 		return 0
 	}
@@ -197,6 +200,25 @@ func (s *server) cpu() time.Duration {
 	ut, _ := strconv.ParseInt(f[11], 10, 64)
 	st, _ := strconv.ParseInt(f[12], 10, 64)
 	return time.Duration(ut+st) * 10 * time.Millisecond // USER_HZ is 100 on Linux
+}
+
+// machineCPU returns the busy and total CPU time of the whole machine, all
+// CPUs together (/proc/stat).
+func machineCPU() (busy, total time.Duration) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0
+	}
+	f := strings.Fields(strings.SplitN(string(b), "\n", 2)[0])
+	for i, v := range f[1:] {
+		n, _ := strconv.ParseInt(v, 10, 64)
+		d := time.Duration(n) * 10 * time.Millisecond
+		total += d
+		if i != 3 && i != 4 { // idle, iowait
+			busy += d
+		}
+	}
+	return busy, total
 }
 
 // fds counts the server's open file descriptors.
