@@ -316,12 +316,15 @@ func runLatency(ctx context.Context, s *server, o options, conns []*conn, joinRo
 			defer wg.Done()
 			var buf []byte
 			next := start.Add(time.Duration(rand.Int64N(int64(interval))))
+			t := time.NewTimer(time.Hour)
+			defer t.Stop()
 			for {
 				if d := time.Until(next); d > 0 {
+					t.Reset(d)
 					select {
 					case <-stop:
 						return
-					case <-time.After(d):
+					case <-t.C:
 					}
 				} else {
 					select {
@@ -386,6 +389,9 @@ func runLatency(ctx context.Context, s *server, o options, conns []*conn, joinRo
 		c.takeSamples()
 	}
 	sent0, relayed0, cpu0, t0 := sent.Load(), relayed.Load(), s.cpu(), time.Now()
+	gc0, _ := s.scrape()
+	var ms0, ms1 runtime.MemStats
+	runtime.ReadMemStats(&ms0)
 	own0 := procCPU("/proc/self/stat")
 	busy0, total0 := machineCPU()
 	if o.perfOut != "" {
@@ -399,6 +405,13 @@ func runLatency(ctx context.Context, s *server, o options, conns []*conn, joinRo
 	window := time.Since(t0)
 	sent1, relayed1, cpu1 := sent.Load(), relayed.Load(), s.cpu()
 	own1 := procCPU("/proc/self/stat")
+	gc1, _ := s.scrape()
+	runtime.ReadMemStats(&ms1)
+	gcNote := fmt.Sprintf("server: %.0f GC cycles (%.1f ms of pauses), %.0f bytes and %.1f objects allocated per message sent; load generator: %d GC cycles",
+		gc1["go_gc_duration_seconds_count"]-gc0["go_gc_duration_seconds_count"], (gc1["go_gc_duration_seconds_sum"]-gc0["go_gc_duration_seconds_sum"])*1000,
+		(gc1["go_memstats_alloc_bytes_total"]-gc0["go_memstats_alloc_bytes_total"])/float64(sent.Load()-sent0),
+		(gc1["go_memstats_mallocs_total"]-gc0["go_memstats_mallocs_total"])/float64(sent.Load()-sent0), ms1.NumGC-ms0.NumGC)
+	log.Printf("latency: %s", gcNote)
 	busy1, total1 := machineCPU()
 	ownCPU := float64(own1-own0) / float64(window) * 100
 	// The machine's busy time as a share of all its CPUs, in % of one core.
@@ -411,9 +424,15 @@ func runLatency(ctx context.Context, s *server, o options, conns []*conn, joinRo
 	relayedAll, sentAll := relayed.Load(), sent.Load()
 
 	var samples []int64
+	perSecond := map[int32][]int64{}
 	for _, c := range senders {
-		samples = append(samples, c.takeSamples()...)
+		lat, at := c.takeSamples()
+		samples = append(samples, lat...)
+		for i, sec := range at {
+			perSecond[sec] = append(perSecond[sec], lat[i])
+		}
 	}
+	log.Printf("latency: relay by second of the window (p50/p99 ms): %s", timeline(perSecond))
 	rd := summarize(samples)
 	lt, lj := summarize(loadTotal), summarize(loadJoin)
 	offered := float64(sent1-sent0) / window.Seconds()
@@ -436,10 +455,10 @@ func runLatency(ctx context.Context, s *server, o options, conns []*conn, joinRo
 		return true
 	})
 	slices.Sort(errs)
-	rep.section(fmt.Sprintf("Latency, with the %s idle connections held: relay over %s senders in %s rooms (each sends every %s to the next in its room; %s warm-up, then a %s window): %v; messages sent %s, arrived %s in all (errors from the server: %v; send errors %d); CPU in the window, in %% of one core: server %.0f, load generator %.0f, the whole machine %.0f of %d00 (the rest is other jobs); heap in use at the end %s, %v goroutines.\n\n"+
+	rep.section(fmt.Sprintf("Latency, with the %s idle connections held: relay over %s senders in %s rooms (each sends every %s to the next in its room; %s warm-up, then a %s window): %v; messages sent %s, arrived %s in all (errors from the server: %v; send errors %d); CPU in the window, in %% of one core: server %.0f, load generator %.0f, the whole machine %.0f of %d00 (the rest is other jobs); heap in use at the end %s, %v goroutines; %s.\n\n"+
 		"Joins under that load (%d workers, each in its own room, %.0f/s: dial, join, welcome, leave): dial+join %v; join alone %v; %d failed%s.\n\n"+
 		"Joins one at a time with no load (%d): dial+join %v; join alone %v.\n",
-		thousands(len(conns)), thousands(ns), thousands(ns/4), interval, o.warmup, o.relayDur, rd, thousands(int(sentAll)), thousands(int(relayedAll)), errs, sendErr.Load(), cpu, ownCPU, machine, runtime.NumCPU(), mb(m.heapInuse), m.goroutines,
+		thousands(len(conns)), thousands(ns), thousands(ns/4), interval, o.warmup, o.relayDur, rd, thousands(int(sentAll)), thousands(int(relayedAll)), errs, sendErr.Load(), cpu, ownCPU, machine, runtime.NumCPU(), mb(m.heapInuse), m.goroutines, gcNote,
 		workers, o.joinRate, lt, lj, joinErrs.Load(), errText(firstJoinErr.Load()),
 		o.idleJoins, it, ij))
 	return nil
@@ -463,4 +482,19 @@ func perfRecord(pid int, dir string, d time.Duration) {
 		return
 	}
 	log.Printf("perf: server profile in %s", out)
+}
+
+// timeline prints p50/p99 of each second's samples, in order.
+func timeline(perSecond map[int32][]int64) string {
+	secs := make([]int32, 0, len(perSecond))
+	for s := range perSecond {
+		secs = append(secs, s)
+	}
+	slices.Sort(secs)
+	var parts []string
+	for _, s := range secs {
+		d := summarize(perSecond[s])
+		parts = append(parts, fmt.Sprintf("%.1f/%.0f", float64(d.p50)/1e6, float64(d.p99)/1e6))
+	}
+	return strings.Join(parts, " ")
 }

@@ -82,6 +82,7 @@ type conn struct {
 	// Relay latency samples (ns), taken by the reader while recording.
 	mu      sync.Mutex
 	samples []int64
+	at      []int32       // when each sample arrived, in seconds since base
 	closed  chan struct{} // closed when the reader stops
 }
 
@@ -138,11 +139,26 @@ func dialJoin(ctx context.Context, s *server, rm *benchRoom, name, resume string
 // messages. It returns when the connection ends.
 func (c *conn) read() {
 	defer close(c.closed)
+	buf := make([]byte, 0, 512)
 	for {
-		_, data, err := c.ws.ReadMessage()
+		_, r, err := c.ws.NextReader()
 		if err != nil {
 			return
 		}
+		// Into a buffer of its own, not a new one per message: the load
+		// generator shares the CPUs with the server it measures.
+		data := buf[:0]
+		for {
+			if len(data) == cap(data) {
+				data = append(data, 0)[:len(data)]
+			}
+			n, err := r.Read(data[len(data):cap(data)])
+			data = data[:len(data)+n]
+			if err != nil {
+				break
+			}
+		}
+		buf = data[:0]
 		switch {
 		case bytes.HasPrefix(data, []byte(`{"type":"e2ee"`)):
 			i := bytes.Index(data, []byte(`"ts":`))
@@ -158,11 +174,13 @@ func (c *conn) read() {
 			if err != nil {
 				continue
 			}
-			lat := int64(time.Since(base)) - ts
+			now := int64(time.Since(base))
+			lat := now - ts
 			relayed.Add(1)
 			if recording.Load() {
 				c.mu.Lock()
 				c.samples = append(c.samples, lat)
+				c.at = append(c.at, int32(now/int64(time.Second)))
 				c.mu.Unlock()
 			}
 		case bytes.HasPrefix(data, []byte(`{"type":"error"`)):
@@ -212,11 +230,12 @@ func (c *conn) drop(reset bool) {
 	c.ws.Close()
 }
 
-// takeSamples returns and clears the latency samples.
-func (c *conn) takeSamples() []int64 {
+// takeSamples returns and clears the latency samples and their arrival
+// seconds.
+func (c *conn) takeSamples() ([]int64, []int32) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	s := c.samples
-	c.samples = nil
-	return s
+	s, at := c.samples, c.at
+	c.samples, c.at = nil, nil
+	return s, at
 }
