@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -124,7 +125,7 @@ func (c *client) run() {
 	})
 
 	for {
-		kind, data, err := c.ws.ReadMessage()
+		kind, buf, err := readMessage(c.ws)
 		if err != nil {
 			readFailed = true
 			var ce *websocket.CloseError
@@ -143,7 +144,9 @@ func (c *client) run() {
 			return
 		}
 		c.ws.SetReadDeadline(time.Now().Add(timeout))
+		data := *buf
 		if !c.limiter.Allow() {
+			putReadBuffer(buf)
 			if !c.flood.Allow() {
 				c.log.Info("message flood; closing")
 				c.closeWith(websocket.ClosePolicyViolation, "Too many messages.")
@@ -156,10 +159,13 @@ func (c *client) run() {
 			continue
 		}
 		if kind != websocket.TextMessage {
+			putReadBuffer(buf)
 			c.sendError(protoErr(CodeBadMessage, "Messages must be JSON text.", ErrBadMessage))
 			continue
 		}
 		m, err := DecodeMessage(data)
+		// The decoded message holds copies: the buffer may go back.
+		putReadBuffer(buf)
 		if err != nil {
 			var pe *ProtocolError
 			if errors.As(err, &pe) {
@@ -170,6 +176,48 @@ func (c *client) run() {
 		if stop := c.handle(m); stop {
 			return
 		}
+	}
+}
+
+// readBuffers lends the reader a buffer for one message at a time, as
+// writeBuffers does the writer: an idle connection holds none, and a busy
+// one does not allocate a new buffer for every message.
+var readBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
+
+// readMessage is gorilla's ReadMessage into a buffer from readBuffers;
+// give it back with putReadBuffer once the message is decoded. The read
+// limit and every error are gorilla's, as with ReadMessage.
+func readMessage(ws *websocket.Conn) (int, *[]byte, error) {
+	kind, r, err := ws.NextReader()
+	if err != nil {
+		return kind, nil, err
+	}
+	bp := readBuffers.Get().(*[]byte)
+	b := (*bp)[:0]
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			*bp = b
+			putReadBuffer(bp)
+			return kind, nil, err
+		}
+	}
+	*bp = b
+	return kind, bp, nil
+}
+
+// putReadBuffer returns a buffer to readBuffers, unless a large message
+// (an SDP offer) grew it: those are rare and not worth keeping.
+func putReadBuffer(bp *[]byte) {
+	if cap(*bp) <= 16<<10 {
+		readBuffers.Put(bp)
 	}
 }
 
@@ -338,16 +386,20 @@ func (rm *room) welcomeFor(c *client, ice []ICEServer, resume string, resumed bo
 func (c *client) forward(in *Message) {
 	// Only the fields of the message's own type go on: nothing else a
 	// client sets reaches the others.
-	m := &Message{Type: in.Type, From: c.id}
+	out := Message{Type: in.Type, From: c.id}
 	switch in.Type {
 	case TypeOffer, TypeAnswer:
-		m.SDP = in.SDP
+		out.SDP = in.SDP
 	case TypeCandidate:
-		m.Candidate = in.Candidate
+		out.Candidate = in.Candidate
 	case TypeE2EE:
-		m.Payload = in.Payload
+		out.Payload = in.Payload
 	}
 	to := in.To
+	// Written over in, which is on the heap already: a new *Message given
+	// to json.Marshal would be one more allocation per relayed message.
+	m := in
+	*m = out
 	data, _ := json.Marshal(m)
 	rm := c.room
 	rm.mu.Lock()
