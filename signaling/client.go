@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -26,10 +27,6 @@ const (
 	floodRate  = 5
 )
 
-type outMsg struct {
-	data []byte
-}
-
 // client is one WebSocket connection. Only run's goroutine reads; only the
 // writer goroutine writes (apart from gorilla's own close on read-limit).
 type client struct {
@@ -37,7 +34,7 @@ type client struct {
 	ws   *websocket.Conn
 	req  *http.Request
 	log  *slog.Logger
-	send chan outMsg
+	wake chan struct{} // (capacity 1) tells the writer that out has messages
 	done chan struct{} // closed when the writer stops
 
 	closeOnce sync.Once
@@ -67,6 +64,12 @@ type client struct {
 	pending    [][]byte
 	overflow   bool
 
+	// The send queue, guarded by pmu: out[head:] wait for the writer, at
+	// most sendQueue of them. A slice rather than a channel of sendQueue
+	// messages, which would take 6 KiB on every connection, idle or not.
+	out  [][]byte
+	head int
+
 	limiter  *rate.Limiter
 	flood    *rate.Limiter
 	lastWarn time.Time
@@ -79,7 +82,7 @@ func newClient(s *Server, ws *websocket.Conn, r *http.Request) *client {
 		ws:      ws,
 		req:     r,
 		log:     s.log.With("conn", newID(6)),
-		send:    make(chan outMsg, sendQueue),
+		wake:    make(chan struct{}, 1),
 		done:    make(chan struct{}),
 		stop:    make(chan struct{}),
 		limiter: rate.NewLimiter(rate.Limit(s.cfg.MessagesPerSecond), s.cfg.MessageBurst),
@@ -122,7 +125,7 @@ func (c *client) run() {
 	})
 
 	for {
-		kind, data, err := c.ws.ReadMessage()
+		kind, buf, err := readMessage(c.ws)
 		if err != nil {
 			readFailed = true
 			var ce *websocket.CloseError
@@ -141,7 +144,9 @@ func (c *client) run() {
 			return
 		}
 		c.ws.SetReadDeadline(time.Now().Add(timeout))
+		data := *buf
 		if !c.limiter.Allow() {
+			putReadBuffer(buf)
 			if !c.flood.Allow() {
 				c.log.Info("message flood; closing")
 				c.closeWith(websocket.ClosePolicyViolation, "Too many messages.")
@@ -154,10 +159,13 @@ func (c *client) run() {
 			continue
 		}
 		if kind != websocket.TextMessage {
+			putReadBuffer(buf)
 			c.sendError(protoErr(CodeBadMessage, "Messages must be JSON text.", ErrBadMessage))
 			continue
 		}
 		m, err := DecodeMessage(data)
+		// The decoded message holds copies: the buffer may go back.
+		putReadBuffer(buf)
 		if err != nil {
 			var pe *ProtocolError
 			if errors.As(err, &pe) {
@@ -168,6 +176,48 @@ func (c *client) run() {
 		if stop := c.handle(m); stop {
 			return
 		}
+	}
+}
+
+// readBuffers lends the reader a buffer for one message at a time, as
+// writeBuffers does the writer: an idle connection holds none, and a busy
+// one does not allocate a new buffer for every message.
+var readBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
+
+// readMessage is gorilla's ReadMessage into a buffer from readBuffers;
+// give it back with putReadBuffer once the message is decoded. The read
+// limit and every error are gorilla's, as with ReadMessage.
+func readMessage(ws *websocket.Conn) (int, *[]byte, error) {
+	kind, r, err := ws.NextReader()
+	if err != nil {
+		return kind, nil, err
+	}
+	bp := readBuffers.Get().(*[]byte)
+	b := (*bp)[:0]
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			*bp = b
+			putReadBuffer(bp)
+			return kind, nil, err
+		}
+	}
+	*bp = b
+	return kind, bp, nil
+}
+
+// putReadBuffer returns a buffer to readBuffers, unless a large message
+// (an SDP offer) grew it: those are rare and not worth keeping.
+func putReadBuffer(bp *[]byte) {
+	if cap(*bp) <= 16<<10 {
+		readBuffers.Put(bp)
 	}
 }
 
@@ -336,16 +386,20 @@ func (rm *room) welcomeFor(c *client, ice []ICEServer, resume string, resumed bo
 func (c *client) forward(in *Message) {
 	// Only the fields of the message's own type go on: nothing else a
 	// client sets reaches the others.
-	m := &Message{Type: in.Type, From: c.id}
+	out := Message{Type: in.Type, From: c.id}
 	switch in.Type {
 	case TypeOffer, TypeAnswer:
-		m.SDP = in.SDP
+		out.SDP = in.SDP
 	case TypeCandidate:
-		m.Candidate = in.Candidate
+		out.Candidate = in.Candidate
 	case TypeE2EE:
-		m.Payload = in.Payload
+		out.Payload = in.Payload
 	}
 	to := in.To
+	// Written over in, which is on the heap already: a new *Message given
+	// to json.Marshal would be one more allocation per relayed message.
+	m := in
+	*m = out
 	data, _ := json.Marshal(m)
 	rm := c.room
 	rm.mu.Lock()
@@ -438,14 +492,42 @@ func (c *client) enqueue(data []byte) {
 		c.pmu.Unlock()
 		return
 	}
+	select {
+	case <-c.stop:
+		// The writer is flushing or gone: nothing more goes out.
+		c.pmu.Unlock()
+		return
+	default:
+	}
+	if n := len(c.out) - c.head; n >= sendQueue {
+		c.pmu.Unlock()
+		c.log.Info("client too slow; closing", "queued", n)
+		c.closeWith(CloseSlowReader, "Your connection is too slow.")
+		return
+	}
+	c.out = append(c.out, data)
 	c.pmu.Unlock()
 	select {
-	case c.send <- outMsg{data: data}:
-	case <-c.stop:
-	default:
-		c.log.Info("client too slow; closing", "queued", len(c.send))
-		c.closeWith(CloseSlowReader, "Your connection is too slow.")
+	case c.wake <- struct{}{}:
+	default: // the writer has been told already
 	}
+}
+
+// next takes the oldest queued message, or reports that none is queued.
+func (c *client) next() ([]byte, bool) {
+	c.pmu.Lock()
+	defer c.pmu.Unlock()
+	if c.head == len(c.out) {
+		if cap(c.out) > 16 {
+			c.out = nil // let a burst's backing array go
+		}
+		c.out, c.head = c.out[:0], 0
+		return nil, false
+	}
+	m := c.out[c.head]
+	c.out[c.head] = nil
+	c.head++
+	return m, true
 }
 
 // closeWith makes the writer send a close frame and stop. Safe to call from
@@ -464,12 +546,18 @@ func (c *client) writer() {
 	wt := c.srv.cfg.WriteTimeout
 	for {
 		select {
-		case m := <-c.send:
-			c.ws.SetWriteDeadline(time.Now().Add(wt))
-			if err := c.ws.WriteMessage(websocket.TextMessage, m.data); err != nil {
-				c.log.Debug("write failed", "err", err)
-				c.ws.Close() // unblocks the reader
-				return
+		case <-c.wake:
+			for {
+				m, ok := c.next()
+				if !ok {
+					break
+				}
+				c.ws.SetWriteDeadline(time.Now().Add(wt))
+				if err := c.ws.WriteMessage(websocket.TextMessage, m); err != nil {
+					c.log.Debug("write failed", "err", err)
+					c.ws.Close() // unblocks the reader
+					return
+				}
 			}
 		case <-ping.C:
 			if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(wt)); err != nil {
@@ -479,17 +567,15 @@ func (c *client) writer() {
 		case <-c.stop:
 			// Flush what is queued (an error explaining the close, say).
 			for {
-				select {
-				case m := <-c.send:
-					c.ws.SetWriteDeadline(time.Now().Add(wt))
-					if c.ws.WriteMessage(websocket.TextMessage, m.data) != nil {
-						c.ws.Close()
-						return
-					}
-					continue
-				default:
+				m, ok := c.next()
+				if !ok {
+					break
 				}
-				break
+				c.ws.SetWriteDeadline(time.Now().Add(wt))
+				if c.ws.WriteMessage(websocket.TextMessage, m) != nil {
+					c.ws.Close()
+					return
+				}
 			}
 			c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(c.closeCode, c.closeText), time.Now().Add(wt))
 			// Give the client a moment to answer the close, then drop.
