@@ -499,6 +499,9 @@ export class CallSession {
    */
   networkChanged() {
     if (this.ended) return;
+    // A new signaling connection first: the old one may be tied to an
+    // address that is gone, and would swallow the restart's offer.
+    this.sig.renew();
     for (const r of this.remotes.values()) {
       r.iceRestartAt = Date.now();
       this.restartIce(r);
