@@ -39,6 +39,13 @@ const TAG_LENGTH = getSuite(SUITE).Nt;
 const LOOKAHEAD = 4;
 /** How long a replaced key stays usable for frames still in flight. */
 const KEEP_OLD_MS = 5000;
+/**
+ * A peer's video that comes back after this long without a frame (an
+ * outage, a network change, an ICE restart) gets a key-frame request at
+ * once: the frames lost meanwhile leave the decoder waiting, and Chromium
+ * asks by itself only after 3 s without a decodable frame.
+ */
+const VIDEO_GAP_MS = 1000;
 
 const te = new TextEncoder();
 const LABEL = te.encode('parley/1 media');
@@ -139,9 +146,15 @@ function encrypter(kind) {
  * @returns {(frame: any, controller: TransformStreamDefaultController) => Promise<void>}
  */
 function decrypter(peer, kind) {
+  let lastVideo = 0;
   return async (frame, controller) => {
     const p = peerKeys(peer);
     const data = new Uint8Array(frame.data);
+    if (kind === 'video') {
+      const now = performance.now();
+      if (lastVideo && now - lastVideo > VIDEO_GAP_MS) requestKeyFrame(peer);
+      lastVideo = now;
+    }
     const drop = (/** @type {string} */ why) => {
       p.dropped++;
       p.reasons[why] = (p.reasons[why] || 0) + 1;

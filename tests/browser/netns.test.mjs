@@ -271,7 +271,7 @@ const netRecorder = () => {
   };
   let pair = '';
   setInterval(async () => {
-    let decoded = 0, received = 0;
+    let decoded = 0, received = 0, vpk = 0, apk = 0, pli = 0, kfe = 0;
     // @ts-ignore
     for (const pc of /** @type {RTCPeerConnection[]} */ (window.__pcs || [])) {
       hook(pc);
@@ -281,7 +281,9 @@ const netRecorder = () => {
       const byId = new Map();
       rep.forEach((r) => byId.set(r.id, r));
       rep.forEach((r) => {
-        if (r.type === 'inbound-rtp' && r.kind === 'video') { decoded += r.framesDecoded || 0; received += r.framesReceived || 0; }
+        if (r.type === 'inbound-rtp' && r.kind === 'video') { decoded += r.framesDecoded || 0; received += r.framesReceived || 0; vpk += r.packetsReceived || 0; }
+        if (r.type === 'inbound-rtp' && r.kind === 'audio') apk += r.packetsReceived || 0;
+        if (r.type === 'outbound-rtp' && r.kind === 'video') { pli += (r.pliCount || 0) + (r.firCount || 0); kfe += r.keyFramesEncoded || 0; }
         if (r.type === 'transport' && r.selectedCandidatePairId) {
           const p = byId.get(r.selectedCandidatePairId);
           const l = p && byId.get(p.localCandidateId), rm = p && byId.get(p.remoteCandidateId);
@@ -293,7 +295,7 @@ const netRecorder = () => {
         }
       });
     }
-    frames.push({ t: now(), decoded, received });
+    frames.push({ t: now(), decoded, received, vpk, apk, pli, kfe });
   }, 200);
 };
 
@@ -343,26 +345,35 @@ async function hangUp() {
 }
 
 /**
- * How decoding went around an event at t0: the longest run without a new
- * decoded frame that ends after t0, when it ended (resumedAt), and whether
- * decoding then kept going (frames in the 2 s after).
+ * How decoding went through trouble that began at t0: when it stopped (the
+ * last new frame before the first run of 500 ms without one that began
+ * after t0 - 1 s: a frame or two still come out of the jitter buffer), and
+ * when it was back for good (resumedAt: the first new frame after that
+ * from which at least 20 more follow within 2 s, i.e. 10 fps or more, and
+ * never 500 ms without one; Infinity if never), with the frames decoded
+ * in those 2 s.
  * @param {{t: number, decoded: number}[]} frames @param {number} t0
  */
 function stallAround(frames, t0) {
-  let lastInc = frames[0]?.t ?? t0;
-  let best = { from: t0, to: t0, ms: 0 };
-  for (let i = 1; i < frames.length; i++) {
-    if (frames[i].decoded > frames[i - 1].decoded) {
-      const gap = { from: lastInc, to: frames[i].t, ms: frames[i].t - lastInc };
-      if (gap.to > t0 && gap.from >= t0 - 2000 && gap.ms > best.ms) best = gap;
-      lastInc = frames[i].t;
-    }
-  }
-  const end = frames.at(-1);
-  if (end && end.t - lastInc > best.ms && end.t > t0) best = { from: lastInc, to: Infinity, ms: end.t - lastInc }; // never resumed
   const at = (/** @type {number} */ t) => frames.find((f) => f.t >= t)?.decoded ?? frames.at(-1)?.decoded ?? 0;
-  const after2s = at(best.to + 2000) - at(best.to);
-  return { stallFrom: best.from, resumedAt: best.to, stallMs: best.ms, after2s };
+  const end = frames.at(-1)?.t ?? t0;
+  /** Times at which a new frame had been decoded. */
+  const incs = frames.filter((f, i) => i > 0 && f.decoded > frames[i - 1].decoded).map((f) => f.t);
+  let stallFrom = t0;
+  for (let i = 0; i < incs.length; i++) {
+    const next = incs[i + 1] ?? end;
+    if (incs[i] >= t0 - 1000 && next - incs[i] >= 500) { stallFrom = incs[i]; break; }
+  }
+  let resumedAt = Infinity;
+  for (const [i, t] of incs.entries()) {
+    if (t <= stallFrom || t + 2000 > end) continue;
+    // Steady from here: no 500 ms without a new frame in the next 2 s.
+    let steady = true;
+    for (let j = i; j < incs.length && incs[j] < t + 2000; j++) if ((incs[j + 1] ?? end) - incs[j] >= 500) steady = false;
+    if (steady && at(t + 2000) - at(t) >= 20) { resumedAt = t; break; }
+  }
+  const after2s = Number.isFinite(resumedAt) ? at(resumedAt + 2000) - at(resumedAt) : 0;
+  return { stallFrom, resumedAt, stallMs: (Number.isFinite(resumedAt) ? resumedAt : end) - stallFrom, after2s };
 }
 
 /** Entries of a page's log from t0 on, with times relative to t0. @param {any[]} net @param {number} t0 */
@@ -402,6 +413,77 @@ after(async () => {
   teardown();
 });
 
+/**
+ * What happened after a network event at t0 on both pages: when each step
+ * came (ICE restart asked, signaling back, the other side's offer, a new
+ * pair), when video decoded again, and whether the media path after it is
+ * an ICE restart's (the selected local candidate carries a ufrag first set
+ * after t0) rather than the old pair recovering.
+ * Times are from t0 (the address change, or the link back); the stall
+ * is looked for from tTrouble (when the trouble began).
+ * @param {string} what @param {number} tTrouble @param {number} t0 @param {{net: any[], frames: any[]}} ra @param {{net: any[], frames: any[]}} rb
+ */
+function recovery(what, tTrouble, t0, ra, rb) {
+  const first = (/** @type {any[]} */ net, /** @type {(e: any) => boolean} */ f) => {
+    const e = net.find((x) => x.t >= tTrouble && f(x));
+    return e ? e.t - t0 : null;
+  };
+  /** @param {{net: any[], frames: any[]}} r */
+  const side = (r) => {
+    const oldLocal = ufragBefore(r.net, 'local', tTrouble), oldRemote = ufragBefore(r.net, 'remote', tTrouble);
+    const newLocal = new Set(since(r.net, tTrouble).filter((e) => e.ev === 'local' && e.ufrag !== oldLocal).map((e) => e.ufrag));
+    const newRemote = new Set(since(r.net, tTrouble).filter((e) => e.ev === 'remote' && e.ufrag !== oldRemote).map((e) => e.ufrag));
+    const pair = r.net.filter((e) => e.ev === 'pair').at(-1);
+    const stall = stallAround(r.frames, tTrouble);
+    return {
+      restartAsked: first(r.net, (e) => e.ev === 'restartIce'),
+      networkEvent: first(r.net, (e) => e.ev === 'online' || e.ev === 'offline' || e.ev === 'connection-change'),
+      wsNew: first(r.net, (e) => e.ev === 'ws-new'), wsBack: first(r.net, (e) => e.ev === 'ws-welcome'),
+      disconnected: first(r.net, (e) => e.ev === 'connection' && e.state !== 'connected'),
+      newLocalDesc: first(r.net, (e) => e.ev === 'local' && e.ufrag !== oldLocal),
+      newRemoteDesc: first(r.net, (e) => e.ev === 'remote' && e.ufrag !== oldRemote),
+      newPair: first(r.net, (e) => e.ev === 'pair' && newLocal.has(e.localUfrag)),
+      restarts: newLocal.size, remoteRestarts: newRemote.size,
+      pair: pair?.pair || '', pairIsNew: !!pair && newLocal.has(pair.localUfrag), pairAddress: pair?.localAddress || '',
+      stallMs: stall.stallMs, resumed: Number.isFinite(stall.resumedAt) ? stall.resumedAt - t0 : null, after2s: stall.after2s,
+    };
+  };
+  const out = { alice: side(ra), bob: side(rb) };
+  if (process.env.PARLEY_NETNS_DEBUG) {
+    // Every 200 ms sample: ms from t0: video frames decoded/received, video/audio packets received, key-frame requests received/key frames sent.
+    for (const [who, r] of [['Alice', ra], ['Bob', rb]]) {
+      console.log(`# ${who} samples: ` + r.frames.filter((f) => f.t > tTrouble - 500 && f.t < t0 + 5000).map((f) => `${f.t - t0}:${f.decoded}/${f.received}/${f.vpk}/${f.apk}/${f.pli}/${f.kfe}`).join(' '));
+    }
+  }
+  for (const [who, x] of Object.entries(out)) {
+    console.log(`# ${what}: ${who}: network event +${x.networkEvent ?? '-'} ms, ICE restart asked +${x.restartAsked ?? '-'} ms, ` +
+      `not connected +${x.disconnected ?? '-'} ms, signaling reconnect +${x.wsNew ?? '-'} ms / back +${x.wsBack ?? '-'} ms, ` +
+      `new local ufrag +${x.newLocalDesc ?? '-'} ms, new remote ufrag +${x.newRemoteDesc ?? '-'} ms, pair on a new ufrag +${x.newPair ?? '-'} ms; ` +
+      `video stalled ${x.stallMs} ms, decoding again +${x.resumed ?? 'never'} ms (${x.after2s} frames in the 2 s after); ` +
+      `ICE restarts ${x.restarts} local / ${x.remoteRestarts} remote; selected pair now: ${x.pair}`);
+  }
+  return out;
+}
+
+/** Asserts video decodes again within ms of t0 on both sides. @param {ReturnType<typeof recovery>} r @param {number} ms @param {string} what */
+function assertResumed(r, ms, what) {
+  for (const [who, x] of Object.entries(r)) {
+    assert.ok(x.resumed !== null && x.resumed <= ms, `${who}: video decodes again within ${ms} ms ${what} (${x.resumed ?? 'never'} ms)`);
+    assert.ok(x.after2s >= 20, `${who}: and keeps decoding (${x.after2s} frames in the 2 s after, at 20 fps)`);
+  }
+}
+
+/** Asserts the media path after t0 comes from an ICE restart on both sides. @param {ReturnType<typeof recovery>} r */
+function assertRestarted(r) {
+  for (const [who, x] of Object.entries(r)) {
+    assert.ok(x.restarts >= 1 && x.remoteRestarts >= 1, `${who}: new ICE credentials on both ends (restarts: ${x.restarts} local, ${x.remoteRestarts} remote)`);
+    assert.ok(x.pairIsNew, `${who}: the selected pair is the restart's (local ufrag first set after the event): ${x.pair}`);
+  }
+}
+
+/** Figures collected for the summary at the end. @type {string[]} */
+const summary = [];
+
 test('Alice\'s address changes mid-call: an ICE restart, video decodes again on both sides within 5 s', { skip: skip || false, timeout: 180000 }, onFailure(async () => {
   const { alice, bob } = await call();
   await sleep(2000);
@@ -409,14 +491,189 @@ test('Alice\'s address changes mid-call: an ICE restart, video decodes again on 
   ip('-n', ns.a, 'addr', 'del', `${A_OLD}/24`, 'dev', 'eth0');
   ip('-n', ns.a, 'addr', 'add', `${A_NEW}/24`, 'dev', 'eth0');
   ip('-n', ns.a, 'route', 'replace', 'default', 'via', A_GW);
-  console.log(`# address change took ${Date.now() - t0} ms (${A_OLD} -> ${A_NEW})`);
-  await sleep(15000);
+  console.log(`# address change: ${A_OLD} -> ${A_NEW} on Alice's eth0 took ${Date.now() - t0} ms`);
+  await sleep(10000);
   const [ra, rb] = await Promise.all([recorded(alice.page), recorded(bob.page)]);
-  printLog('Alice', ra.net, t0 - 500);
-  printLog('Bob', rb.net, t0 - 500);
-  for (const [who, r] of [['Alice', ra], ['Bob', rb]]) {
-    console.log(`# ${who}: ${JSON.stringify(stallAround(r.frames, t0))} (relative: resumed +${stallAround(r.frames, t0).resumedAt - t0} ms)`);
-  }
-  console.log('# worker Alice', JSON.stringify(await workerStats(alice.page)), 'Bob', JSON.stringify(await workerStats(bob.page)));
+  printLog('Alice', ra.net, t0 - 200);
+  printLog('Bob', rb.net, t0 - 200);
+  const r = recovery('address change', t0, t0, ra, rb);
+  summary.push(`address change: video decodes again after ${r.alice.resumed} ms (Alice) / ${r.bob.resumed} ms (Bob); ICE restart asked at +${r.alice.restartAsked ?? r.bob.restartAsked} ms, signaling back at +${r.alice.wsBack} ms`);
+  assertRestarted(r);
+  assert.equal(r.alice.pairAddress.startsWith('10.77.0.') ? A_NEW : r.alice.pairAddress, A_NEW, 'Alice sends from her new address (or a relay)');
+  assertResumed(r, 5000, 'after the address change');
+  await hangUp();
+  // Back to the first address for the next cases.
+  ip('-n', ns.a, 'addr', 'del', `${A_NEW}/24`, 'dev', 'eth0');
+  ip('-n', ns.a, 'addr', 'add', `${A_OLD}/24`, 'dev', 'eth0');
+  ip('-n', ns.a, 'route', 'replace', 'default', 'via', A_GW);
+}));
+
+test('Alice\'s link goes down for 3 s (ip link set down): video decodes again within 5 s after it is back', { skip: skip || false, timeout: 180000 }, onFailure(async () => {
+  const { alice, bob } = await call();
+  await sleep(2000);
+  const t0 = Date.now();
+  ip('-n', ns.a, 'link', 'set', 'eth0', 'down');
+  await sleep(3000);
+  ip('-n', ns.a, 'link', 'set', 'eth0', 'up');
+  ip('-n', ns.a, 'route', 'replace', 'default', 'via', A_GW); // gone with the link
+  const tBack = Date.now();
+  console.log(`# link down for ${tBack - t0} ms`);
+  await sleep(10000);
+  const [ra, rb] = await Promise.all([recorded(alice.page), recorded(bob.page)]);
+  printLog('Alice', ra.net, t0 - 200);
+  printLog('Bob', rb.net, t0 - 200);
+  const r = recovery('link down 3 s (times from link up)', t0, tBack, ra, rb);
+  summary.push(`link down 3 s: video decodes again ${r.alice.resumed} ms (Alice) / ${r.bob.resumed} ms (Bob) after the link is up; ICE restart asked at +${r.alice.restartAsked ?? r.bob.restartAsked} ms`);
+  assertRestarted(r);
+  assertResumed(r, 5000, 'after the link is back');
   await hangUp();
 }));
+
+test('Alice\'s line is cut for 3 s (nothing the OS sees): video decodes again within 5 s after it is back', { skip: skip || false, timeout: 180000 }, onFailure(async () => {
+  const { alice, bob } = await call();
+  await sleep(2000);
+  const t0 = Date.now();
+  await link?.cmd('down');
+  await sleep(3000);
+  await link?.cmd('up');
+  const tBack = Date.now();
+  console.log(`# line cut for ${tBack - t0} ms`);
+  await sleep(10000);
+  const [ra, rb] = await Promise.all([recorded(alice.page), recorded(bob.page)]);
+  printLog('Alice', ra.net, t0 - 200);
+  printLog('Bob', rb.net, t0 - 200);
+  const r = recovery('line cut 3 s (times from the line back)', t0, tBack, ra, rb);
+  const restarted = r.alice.restarts > 0 || r.bob.restarts > 0;
+  summary.push(`line cut 3 s: video decodes again ${r.alice.resumed} ms (Alice) / ${r.bob.resumed} ms (Bob) after the line is back; ${restarted ? 'through an ICE restart' : 'no ICE restart (the pair survived)'}`);
+  assertResumed(r, 5000, 'after the line is back');
+  await hangUp();
+}));
+
+/**
+ * Receive-side counters of a page's connection: video frames, NACKs sent,
+ * retransmissions received, loss; audio FEC and concealment.
+ * @param {import('playwright-core').Page} page
+ */
+const rtpDetail = (page) => page.evaluate(async () => {
+  // @ts-ignore
+  const pc = /** @type {RTCPeerConnection[]} */ (window.__pcs).find((x) => x.connectionState !== 'closed');
+  /** @type {Record<string, number>} */
+  const o = {};
+  if (!pc) return o;
+  (await pc.getStats()).forEach((r) => {
+    if (r.type === 'inbound-rtp' && r.kind === 'video') {
+      for (const k of ['framesDecoded', 'framesReceived', 'framesDropped', 'packetsReceived', 'packetsLost', 'nackCount', 'retransmittedPacketsReceived', 'pliCount', 'freezeCount', 'totalFreezesDuration', 'keyFramesDecoded']) o['v.' + k] = r[k] || 0;
+    }
+    if (r.type === 'inbound-rtp' && r.kind === 'audio') {
+      for (const k of ['packetsReceived', 'packetsLost', 'fecPacketsReceived', 'fecPacketsDiscarded', 'concealedSamples', 'totalSamplesReceived']) o['a.' + k] = r[k] || 0;
+    }
+    if (r.type === 'outbound-rtp' && r.kind === 'video') {
+      for (const k of ['framesEncoded', 'framesSent', 'retransmittedPacketsSent', 'nackCount', 'frameWidth', 'frameHeight', 'framesPerSecond']) o['out.' + k] = r[k] || 0;
+      o['out.limitation'] = r.qualityLimitationReason;
+    }
+  });
+  return o;
+});
+
+/** b - a for every numeric key. @param {Record<string, any>} a @param {Record<string, any>} b */
+const delta = (a, b) => Object.fromEntries(Object.keys(b).map((k) => [k, typeof b[k] === 'number' && !k.startsWith('out.frame') && k !== 'out.framesPerSecond' ? b[k] - (a[k] || 0) : b[k]]));
+
+/**
+ * What the descriptions of a page's connection negotiate: NACK, PLI and RTX
+ * for VP8, Opus in-band FEC.
+ * @param {import('playwright-core').Page} page
+ */
+const negotiated = (page) => page.evaluate(() => {
+  // @ts-ignore
+  const pc = /** @type {RTCPeerConnection[]} */ (window.__pcs).find((x) => x.connectionState !== 'closed');
+  /** @param {string} sdp */
+  const check = (sdp) => {
+    const video = sdp.split(/\r\n(?=m=)/).find((m) => m.startsWith('m=video')) || '';
+    const audio = sdp.split(/\r\n(?=m=)/).find((m) => m.startsWith('m=audio')) || '';
+    const vp8 = /a=rtpmap:(\d+) VP8\/90000/.exec(video)?.[1] || '';
+    const opus = /a=rtpmap:(\d+) opus\/48000/.exec(audio)?.[1] || '';
+    return {
+      vp8: !!vp8,
+      nack: new RegExp(`a=rtcp-fb:${vp8} nack\\r`).test(video),
+      pli: new RegExp(`a=rtcp-fb:${vp8} nack pli`).test(video),
+      rtx: new RegExp(`a=fmtp:\\d+ apt=${vp8}\\r`).test(video),
+      inbandFec: new RegExp(`a=fmtp:${opus} [^\\r]*useinbandfec=1`).test(audio),
+    };
+  };
+  return { local: check(pc?.localDescription?.sdp || ''), remote: check(pc?.remoteDescription?.sdp || '') };
+});
+
+test('10 % loss and 50 ms ± 50 ms on Alice\'s outgoing packets: both decode at least 80 % of the frames they did before; no SFrame authentication failure', { skip: skip || false, timeout: 240000 }, onFailure(async () => {
+  const WINDOW = 20000;
+  const { alice, bob } = await call();
+  const pages = { alice: alice.page, bob: bob.page };
+  for (const [who, page] of Object.entries(pages)) {
+    const n = await negotiated(page);
+    console.log(`# ${who} negotiates: ${JSON.stringify(n)}`);
+    for (const side of /** @type {const} */ (['local', 'remote'])) {
+      assert.deepEqual(n[side], { vp8: true, nack: true, pli: true, rtx: true, inbandFec: true }, `${who}'s ${side} description: VP8 with NACK, PLI and RTX; Opus with useinbandfec=1`);
+    }
+  }
+  await sleep(3000);
+  /** Frames decoded, RTP details and worker counters of both pages. */
+  const snap = async () => {
+    const out = {};
+    for (const [who, page] of Object.entries(pages)) {
+      // @ts-ignore
+      out[who] = { t: Date.now(), rtp: await rtpDetail(page), worker: await workerStats(page) };
+    }
+    return /** @type {Record<string, {t: number, rtp: Record<string, any>, worker: any}>} */ (out);
+  };
+  const s0 = await snap();
+  await sleep(WINDOW);
+  const s1 = await snap();
+  // Phase 1, the acceptance figure: what `tc qdisc add dev <Alice's
+  // interface> root netem loss 10% delay 50ms 50ms` does, on Alice's
+  // outgoing packets. Phase 2, reported only: the same both ways (her
+  // incoming packets too, and so the RTCP feedback about them).
+  const phases = [
+    { name: 'Alice\'s outgoing packets', dir: 'ab', lossy: ['bob'], gate: true },
+    { name: 'both ways on Alice\'s line', dir: 'both', lossy: ['alice', 'bob'], gate: false },
+  ];
+  /** @type {string[]} */
+  const failures = [];
+  let prev = s1;
+  for (const ph of phases) {
+    console.log(`# ${ph.name}: linkemu ${await link?.cmd(`set ${ph.dir} loss=0.1 delay=50ms jitter=50ms`)}`);
+    await sleep(WINDOW);
+    const cur = await snap();
+    for (const who of Object.keys(pages)) {
+      const base = delta(s0[who].rtp, s1[who].rtp), bad = delta(prev[who].rtp, cur[who].rtp);
+      const fps = (/** @type {any} */ d, /** @type {number} */ ms) => d['v.framesDecoded'] / (ms / 1000);
+      const f0 = fps(base, s1[who].t - s0[who].t), f1 = fps(bad, cur[who].t - prev[who].t);
+      const ratio = f1 / f0;
+      const peer = (/** @type {any} */ w) => /** @type {any} */ (Object.values(w?.peers || {})[0] || { opened: 0, dropped: 0, reasons: {} });
+      const w1 = peer(prev[who].worker), w2 = peer(cur[who].worker);
+      const reasons = Object.fromEntries(Object.entries(w2.reasons).map(([k, v]) => [k, /** @type {number} */ (v) - (w1.reasons[k] || 0)]));
+      const other = who === 'alice' ? 'bob' : 'alice';
+      const sender = delta(prev[other].rtp, cur[other].rtp);
+      console.log(`# loss on ${ph.name}: ${who} decodes ${f1.toFixed(1)} fps, ${f0.toFixed(1)} before: ${(100 * ratio).toFixed(1)} %; ` +
+        `the sender ends at ${sender['out.frameWidth']}x${sender['out.frameHeight']} ${sender['out.framesPerSecond']} fps (limited by: ${sender['out.limitation']})`);
+      console.log(`#   ${who} receives, before: ${JSON.stringify(base)}`);
+      console.log(`#   ${who} receives, with loss: ${JSON.stringify(bad)}`);
+      console.log(`#   ${who}'s SFrame worker with loss: opened ${w2.opened - w1.opened}, dropped ${w2.dropped - w1.dropped} ${JSON.stringify(reasons)}; whole call so far: ${JSON.stringify(w2)}`);
+      summary.push(`loss 10 % + 50±50 ms on ${ph.name}: ${who} decodes ${f1.toFixed(1)} of ${f0.toFixed(1)} fps (${(100 * ratio).toFixed(1)} %)${ph.gate ? '' : ' [reported, not asserted]'}; ` +
+        `${bad['v.nackCount']} NACKs sent, ${bad['v.retransmittedPacketsReceived']} RTX packets received, ${bad['a.fecPacketsReceived']} Opus FEC packets used, ` +
+        `${bad['v.freezeCount']} freezes (${bad['v.totalFreezesDuration'].toFixed(1)} s); sender ${sender['out.frameWidth']}x${sender['out.frameHeight']}@${sender['out.framesPerSecond']} (${sender['out.limitation']}); ` +
+        `SFrame drops ${JSON.stringify(reasons)}`);
+      if (ph.lossy.includes(who)) assert.ok(bad['v.retransmittedPacketsReceived'] > 0, `${who}: retransmissions (RTX) arrive under loss`);
+      assert.equal(w2.reasons.auth || 0, 0, `${who}: no SFrame authentication failure (${JSON.stringify(w2.reasons)})`);
+      assert.ok(w2.opened > w1.opened + 500, `${who}: the worker keeps opening frames under loss (${w1.opened} -> ${w2.opened})`);
+      if (ph.gate && ratio < 0.8) failures.push(`${who} decodes ${(100 * ratio).toFixed(1)} % of the frames per second with loss on ${ph.name} (at least 80 % wanted)`);
+    }
+    prev = cur;
+  }
+  await link?.cmd('set both');
+  console.log(`# linkemu counters (ab = Alice -> server, ba = server -> Alice): ${await link?.cmd('stats')}`);
+  assert.deepEqual(failures, [], 'both decode at least 80 % of the frames per second they decoded without loss');
+  await hangUp();
+}));
+
+test('figures', { skip: skip || false }, () => {
+  for (const line of summary) console.log(`# FIGURE ${line}`);
+});
