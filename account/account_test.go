@@ -852,3 +852,44 @@ func TestSessionUserForWebSocket(t *testing.T) {
 	e.svc.Close()
 	e.svc.Close()
 }
+
+func TestInfo(t *testing.T) {
+	check := func(t *testing.T, e *testEnv, cookie string, want string) {
+		t.Helper()
+		res := e.do(req{method: "GET", path: "/api/info", cookie: cookie, origin: "-"})
+		if res.status != 200 || string(bytes.TrimSpace(res.body)) != want {
+			t.Fatalf("GET /api/info: %d %s, want 200 %s", res.status, res.body, want)
+		}
+		if res.header.Get("Cache-Control") != "no-store" || !strings.HasPrefix(res.header.Get("Content-Type"), "application/json") {
+			t.Fatalf("GET /api/info headers: %v", res.header)
+		}
+	}
+	e := newEnv(t)
+	check(t, e, "", `{"openRooms":false,"signedIn":false}`)
+	check(t, e, "garbage", `{"openRooms":false,"signedIn":false}`)
+	cookie, csrf := e.login(alice, alicePW)
+	check(t, e, cookie, `{"openRooms":false,"signedIn":true,"email":"alice@example.com"}`)
+	if r, err := http.Head(e.srv.URL + "/api/info"); err != nil || r.StatusCode != 200 {
+		t.Fatalf("HEAD /api/info: %v %v", r, err)
+	} else {
+		r.Body.Close()
+	}
+	res := e.do(req{method: "POST", path: "/api/info", cookie: cookie, csrf: csrf, body: map[string]any{}})
+	wantErr(t, res, 405, CodeMethodNotAllowed)
+	if res.header.Get("Allow") != "GET, HEAD" {
+		t.Fatalf("Allow: %q", res.header.Get("Allow"))
+	}
+	// A session that ended is not signed in.
+	if res := e.do(req{method: "POST", path: "/api/logout", cookie: cookie, csrf: csrf}); res.status != 204 {
+		t.Fatalf("logout: %d %s", res.status, res.body)
+	}
+	check(t, e, cookie, `{"openRooms":false,"signedIn":false}`)
+	cookie, _ = e.login(alice, alicePW)
+	e.clock.Add(13 * time.Hour) // past the 12 h sliding default
+	check(t, e, cookie, `{"openRooms":false,"signedIn":false}`)
+
+	open := newEnv(t, func(c *Config) { c.OpenRooms = true })
+	check(t, open, "", `{"openRooms":true,"signedIn":false}`)
+	cookie, _ = open.login(bob, bobPW)
+	check(t, open, cookie, `{"openRooms":true,"signedIn":true,"email":"bob@example.com"}`)
+}

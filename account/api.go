@@ -24,6 +24,7 @@ const maxAhead = 366 * 24 * time.Hour
 
 func (s *Service) routes() {
 	m := http.NewServeMux()
+	m.HandleFunc("GET /api/info", s.info)
 	m.HandleFunc("POST /api/login", s.login)
 	m.Handle("POST /api/logout", s.stateChanging(s.logout))
 	m.Handle("GET /api/me", s.signedIn(s.me))
@@ -35,7 +36,7 @@ func (s *Service) routes() {
 	// The same paths with other methods get a JSON 405 naming the
 	// allowed ones; unknown paths under the account API a JSON 404.
 	for path, allow := range map[string]string{
-		"/api/login": "POST", "/api/logout": "POST", "/api/me": "GET, HEAD",
+		"/api/info": "GET, HEAD", "/api/login": "POST", "/api/logout": "POST", "/api/me": "GET, HEAD",
 		"/api/consultations": "GET, HEAD, POST", "/api/consultations/{id}": "GET, HEAD",
 		"/api/consultations/{id}/revoke": "POST", "/api/consultations/{id}/end": "POST",
 	} {
@@ -197,6 +198,34 @@ func jsonKind(k string) string {
 	return k
 }
 
+// ---- what the pages need to know ----
+
+// InfoResponse is the answer to GET /api/info: what the landing and
+// sign-in pages show. It needs no session and changes nothing.
+type InfoResponse struct {
+	OpenRooms bool   `json:"openRooms"`       // anyone may start a plain call (-open-rooms)
+	SignedIn  bool   `json:"signedIn"`        // the request carries a valid host session
+	Email     string `json:"email,omitempty"` // the signed-in host's, only when SignedIn
+}
+
+// info answers GET /api/info. The session cookie is HttpOnly, so a page
+// cannot see by itself whether its browser is signed in; this says so
+// without a 401. Other sites cannot read the answer (no CORS headers) nor
+// send the cookie with it (SameSite=Strict). Like every request with a
+// session, it slides the session's expiry.
+func (s *Service) info(w http.ResponseWriter, r *http.Request) {
+	si, ok, err := s.session(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	res := InfoResponse{OpenRooms: s.cfg.OpenRooms, SignedIn: ok}
+	if ok {
+		res.Email = si.user.Email
+	}
+	writeJSON(w, http.StatusOK, res)
+}
+
 // ---- sign-in ----
 
 type loginRequest struct {
@@ -349,6 +378,7 @@ type CreateRequest struct {
 	Title        string  `json:"title"`
 	ScheduledAt  *string `json:"scheduledAt"`  // RFC 3339, or null/absent for "now"
 	JoinVerifier string  `json:"joinVerifier"` // unpadded base64url of 32 bytes
+	HostName     string  `json:"hostName"`     // optional: how guests see the host while they wait
 }
 
 // ConsultationView is a consultation as the API shows it to its host.
@@ -363,6 +393,7 @@ type ConsultationView struct {
 	URL         string     `json:"url"` // /c/<id>; the page adds #k=<secret>
 	State       string     `json:"state"`
 	Locked      bool       `json:"locked"`
+	HostName    string     `json:"hostName,omitempty"`
 }
 
 // ListResponse is the answer to GET /api/consultations.
@@ -383,7 +414,7 @@ func view(c store.Consultation, now time.Time) ConsultationView {
 		ID: c.ID, Title: c.Title, ScheduledAt: timePtr(c.ScheduledAt),
 		CreatedAt: c.CreatedAt, ExpiresAt: c.ExpiresAt,
 		RevokedAt: timePtr(c.RevokedAt), EndedAt: timePtr(c.EndedAt),
-		URL: "/c/" + c.ID, State: string(c.State(now)), Locked: c.Locked,
+		URL: "/c/" + c.ID, State: string(c.State(now)), Locked: c.Locked, HostName: c.HostName,
 	}
 }
 
@@ -424,6 +455,10 @@ func (s *Service) createConsultation(w http.ResponseWriter, r *http.Request, si 
 	if err != nil {
 		return err
 	}
+	hostName, herr := store.NormalizeHostName(req.HostName)
+	if herr != nil {
+		return apiErr(CodeBadTitle, fmt.Sprintf("Your name as guests see it can be at most %d characters, without line breaks or control characters.", store.MaxHostNameLen))
+	}
 	n, err := s.st.CountActiveConsultations(ctx, si.user.ID, now)
 	if err != nil {
 		return err
@@ -437,7 +472,7 @@ func (s *Service) createConsultation(w http.ResponseWriter, r *http.Request, si 
 	}
 	c := store.Consultation{
 		OwnerID: si.user.ID, Title: title, ScheduledAt: sched, CreatedAt: now,
-		ExpiresAt: start.Add(s.cfg.InviteTTL), JoinVerifier: verifier,
+		ExpiresAt: start.Add(s.cfg.InviteTTL), JoinVerifier: verifier, HostName: hostName,
 	}
 	for try := 0; ; try++ {
 		c.ID = store.NewID()

@@ -226,11 +226,11 @@ func (s *Service) Sweep(ctx context.Context) error {
 	return nil
 }
 
-// Register mounts the account API on mux: /api/login, /api/logout,
-// /api/me and /api/consultations[/...]. Other /api paths stay with
+// Register mounts the account API on mux: /api/info, /api/login,
+// /api/logout, /api/me and /api/consultations[/...]. Other /api paths stay with
 // whatever mux routes them to.
 func (s *Service) Register(mux *http.ServeMux) {
-	for _, p := range []string{"/api/login", "/api/logout", "/api/me", "/api/consultations", "/api/consultations/"} {
+	for _, p := range []string{"/api/info", "/api/login", "/api/logout", "/api/me", "/api/consultations", "/api/consultations/"} {
 		mux.Handle(p, s)
 	}
 }

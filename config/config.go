@@ -37,6 +37,8 @@ type Config struct {
 	TURNDenyPeers  []netip.Prefix // extra peers the relay must never reach (beats allow)
 	TURNURLs       []string       // external TURN servers (e.g. coturn) sharing turn-secret
 	TURNCredTTL    time.Duration  // lifetime of the TURN credentials handed to a participant
+	TURNUserQuota  int            // TURN allocations one user may hold at once; 0 = no limit (coturn's user-quota)
+	TURNTotalQuota int            // TURN allocations the relay holds at once; 0 = no limit (coturn's total-quota)
 	MetricsListen  string         // Prometheus /metrics listener; empty = off
 	TLSListen      string         // HTTPS and TURN over TLS on one port, e.g. ":443"; empty = off
 	TURNTLSListen  string         // a separate TURN-over-TLS port, e.g. ":5349"; empty = off
@@ -65,20 +67,22 @@ type Config struct {
 // Default returns the configuration used when nothing is set.
 func Default() Config {
 	return Config{
-		Listen:        ":8080",
-		TURNListen:    ":3478",
-		TURNCredTTL:   time.Hour,
-		LogLevel:      slog.LevelInfo,
-		MaxRooms:      10000,
-		ACMEDirectory: "https://acme-v02.api.letsencrypt.org/directory",
-		ACMECache:     "parley-acme",
-		RoomsPerIP:    60,
-		RoomTTL:       7 * 24 * time.Hour,
-		RoomUnusedTTL: time.Hour,
-		MaxFileBytes:  100 << 20,
-		DataDir:       "parley-data",
-		InviteTTL:     24 * time.Hour,
-		SessionTTL:    12 * time.Hour,
+		Listen:         ":8080",
+		TURNListen:     ":3478",
+		TURNCredTTL:    time.Hour,
+		LogLevel:       slog.LevelInfo,
+		MaxRooms:       10000,
+		ACMEDirectory:  "https://acme-v02.api.letsencrypt.org/directory",
+		ACMECache:      "parley-acme",
+		RoomsPerIP:     60,
+		RoomTTL:        7 * 24 * time.Hour,
+		TURNUserQuota:  10,
+		TURNTotalQuota: 10000,
+		RoomUnusedTTL:  time.Hour,
+		MaxFileBytes:   100 << 20,
+		DataDir:        "parley-data",
+		InviteTTL:      24 * time.Hour,
+		SessionTTL:     12 * time.Hour,
 	}
 }
 
@@ -192,6 +196,8 @@ func settings() []setting {
 			return nil
 		}, reset: func(c *Config) { c.TURNURLs = nil }},
 		{name: "turn-credential-ttl", usage: "how long the TURN credentials given to a participant stay valid", set: durationSetter(func(c *Config) *time.Duration { return &c.TURNCredTTL })},
+		{name: "turn-user-quota", usage: "TURN allocations one user (the id of the TURN username) may hold at once; more are refused with 486. 0 = no limit (coturn's user-quota)", set: intSetter(func(c *Config) *int { return &c.TURNUserQuota })},
+		{name: "turn-total-quota", usage: "TURN allocations the relay holds at once, all users together; more are refused with 486. 0 = no limit (coturn's total-quota)", set: intSetter(func(c *Config) *int { return &c.TURNTotalQuota })},
 		{name: "metrics-listen", usage: "address for Prometheus /metrics (`host:port`); empty = off. Keep it private", set: func(c *Config, v string) error {
 			if v != "" {
 				if _, _, err := net.SplitHostPort(v); err != nil {
@@ -364,6 +370,7 @@ func load(args []string, lookupEnv func(string) (string, bool), out io.Writer, c
 	d := Default()
 	defaults := map[string]string{
 		"listen": d.Listen, "turn-listen": d.TURNListen, "turn-credential-ttl": d.TURNCredTTL.String(),
+		"turn-user-quota": strconv.Itoa(d.TURNUserQuota), "turn-total-quota": strconv.Itoa(d.TURNTotalQuota),
 		"log-level": strings.ToLower(d.LogLevel.String()), "max-rooms": strconv.Itoa(d.MaxRooms),
 		"rooms-per-ip": strconv.Itoa(d.RoomsPerIP), "room-ttl": d.RoomTTL.String(), "room-unused-ttl": d.RoomUnusedTTL.String(), "max-file-size": "100MB",
 		"acme-directory": d.ACMEDirectory, "acme-cache": d.ACMECache,
@@ -546,6 +553,10 @@ func (c *Config) Validate() error {
 		return fieldErr("turn-secret", fmt.Errorf("must be at least 16 characters"))
 	case c.TURNPublicIP.IsValid() && (c.TURNPublicIP.IsUnspecified() || c.TURNPublicIP.IsMulticast()):
 		return fieldErr("turn-public-ip", fmt.Errorf("%s cannot be advertised", c.TURNPublicIP))
+	case c.TURNUserQuota < 0:
+		return fieldErr("turn-user-quota", fmt.Errorf("must be 0 (no limit) or more, got %d", c.TURNUserQuota))
+	case c.TURNTotalQuota < 0:
+		return fieldErr("turn-total-quota", fmt.Errorf("must be 0 (no limit) or more, got %d", c.TURNTotalQuota))
 	case c.MaxRooms < 1:
 		return fieldErr("max-rooms", fmt.Errorf("must be at least 1"))
 	case c.RoomsPerIP < 1:

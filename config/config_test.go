@@ -199,3 +199,37 @@ func TestLoadCommand(t *testing.T) {
 		t.Fatalf("command help: %v %q", err, out.String())
 	}
 }
+
+// TestTURNQuotas: -turn-user-quota and -turn-total-quota in all three
+// places, with coturn's meaning (0 = no limit) and their defaults.
+func TestTURNQuotas(t *testing.T) {
+	c, err := Load(nil, env(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.TURNUserQuota != 10 || c.TURNTotalQuota != 10000 {
+		t.Fatalf("defaults: user %d, total %d; want 10 and 10000", c.TURNUserQuota, c.TURNTotalQuota)
+	}
+	file := writeFile(t, `{"turn-user-quota": 3, "turn-total-quota": 7}`)
+	c, err = Load([]string{"-config", file}, env(nil), io.Discard)
+	if err != nil || c.TURNUserQuota != 3 || c.TURNTotalQuota != 7 {
+		t.Fatalf("file: %v, user %d, total %d", err, c.TURNUserQuota, c.TURNTotalQuota)
+	}
+	c, err = Load([]string{"-config", file, "-turn-total-quota", "0"},
+		env(map[string]string{"PARLEY_TURN_USER_QUOTA": "4", "PARLEY_TURN_TOTAL_QUOTA": "9"}), io.Discard)
+	if err != nil || c.TURNUserQuota != 4 || c.TURNTotalQuota != 0 {
+		t.Fatalf("env over file, flag over env: %v, user %d, total %d", err, c.TURNUserQuota, c.TURNTotalQuota)
+	}
+	for _, args := range [][]string{{"-turn-user-quota", "-1"}, {"-turn-total-quota", "-5"}, {"-turn-user-quota", "ten"}} {
+		if _, err := Load(args, env(nil), io.Discard); err == nil || !strings.Contains(err.Error(), args[0][1:]) {
+			t.Errorf("%v: error %v, want one naming %s", args, err, args[0][1:])
+		}
+	}
+	var help strings.Builder
+	_, _ = Load([]string{"-h"}, env(nil), &help)
+	for _, want := range []string{"-turn-user-quota", "PARLEY_TURN_USER_QUOTA", "(default 10)", "-turn-total-quota", "(default 10000)", "no limit"} {
+		if !strings.Contains(help.String(), want) {
+			t.Errorf("--help lacks %q", want)
+		}
+	}
+}

@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -12,8 +13,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
+
 	"github.com/parleyhq/parley/account"
 	"github.com/parleyhq/parley/config"
+	"github.com/parleyhq/parley/signaling"
 	"github.com/parleyhq/parley/store"
 )
 
@@ -141,5 +145,111 @@ func TestNoStoreNoAccounts(t *testing.T) {
 	res.Body.Close()
 	if res.StatusCode != 404 {
 		t.Fatalf("/api/me without accounts: %s", res.Status)
+	}
+}
+
+// TestHostJoinsOwnConsultation: the signed-in owner who opens a
+// consultation's WebSocket is its host (welcome, role host), not a guest in
+// its waiting room. The session is looked up when the join arrives, after
+// the upgrade's HTTP handler has returned and cancelled its request context.
+func TestHostJoinsOwnConsultation(t *testing.T) {
+	st, err := store.Open(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if _, err := st.AddUser(context.Background(), "host@example.com", account.HashPassword("a host password", account.Params{Memory: 64, Time: 1, Threads: 1, SaltLen: 16, KeyLen: 32}), time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := config.Default()
+	cfg.TURNListen = ""
+	s, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), Listeners{HTTP: ln}, WithStore(st))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Start()
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		s.Shutdown(ctx)
+	}()
+	base := "http://" + ln.Addr().String()
+	do := func(method, path, body, cookie, csrf string) *http.Response {
+		req, _ := http.NewRequest(method, base+path, strings.NewReader(body))
+		req.Header.Set("Origin", base)
+		req.Header.Set("Content-Type", "application/json")
+		if cookie != "" {
+			req.Header.Set("Cookie", account.CookieName+"="+cookie)
+		}
+		if csrf != "" {
+			req.Header.Set(account.CSRFHeader, csrf)
+		}
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	res := do("POST", "/api/login", `{"email":"host@example.com","password":"a host password"}`, "", "")
+	res.Body.Close()
+	var cookie string
+	for _, c := range res.Cookies() {
+		if c.Name == account.CookieName {
+			cookie = c.Value
+		}
+	}
+	res = do("GET", "/api/me", "", cookie, "")
+	var me account.MeResponse
+	json.NewDecoder(res.Body).Decode(&me)
+	res.Body.Close()
+
+	token := make([]byte, signaling.JoinTokenBytes)
+	for i := range token {
+		token[i] = byte(i)
+	}
+	verifier := base64.RawURLEncoding.EncodeToString(signaling.JoinVerifier(token))
+	res = do("POST", "/api/consultations", `{"title":"Check-up","joinVerifier":"`+verifier+`"}`, cookie, me.CSRF)
+	var c account.ConsultationView
+	json.NewDecoder(res.Body).Decode(&c)
+	res.Body.Close()
+	if res.StatusCode != 201 {
+		t.Fatalf("create: %s", res.Status)
+	}
+
+	// First message after joining, for a connection with or without the host's cookie.
+	first := func(cookie string) signaling.Message {
+		h := http.Header{"Origin": {base}}
+		if cookie != "" {
+			h.Set("Cookie", account.CookieName+"="+cookie)
+		}
+		ws, _, err := websocket.DefaultDialer.Dial("ws://"+ln.Addr().String()+"/ws", h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ws.Close() })
+		time.Sleep(50 * time.Millisecond) // the upgrade's handler has returned by now
+		if err := ws.WriteJSON(signaling.Message{Type: signaling.TypeJoin, Version: signaling.ProtocolVersion, Room: c.ID, Name: "someone", Token: base64.RawURLEncoding.EncodeToString(token)}); err != nil {
+			t.Fatal(err)
+		}
+		ws.SetReadDeadline(time.Now().Add(5 * time.Second))
+		for {
+			var m signaling.Message
+			if err := ws.ReadJSON(&m); err != nil {
+				t.Fatal(err)
+			}
+			if m.Type == signaling.TypeWelcome || m.Type == signaling.TypeWaiting || m.Type == "error" {
+				return m
+			}
+		}
+	}
+	if m := first(cookie); m.Type != signaling.TypeWelcome || m.Role != signaling.RoleHost {
+		t.Fatalf("the signed-in owner got %s (role %q) %+v, want welcome as host", m.Type, m.Role, m)
+	}
+	if m := first(""); m.Type != signaling.TypeWaiting {
+		t.Fatalf("a guest got %s, want waiting", m.Type)
 	}
 }

@@ -154,6 +154,10 @@ func build(cfg config.Config, logger *slog.Logger, ln Listeners, relayOnly bool,
 			CredentialTTL: cfg.TURNCredTTL,
 			AllowPeers:    cfg.TURNAllowPeers,
 			DenyPeers:     cfg.TURNDenyPeers,
+			// 0 is "no limit" in the flags, as in coturn; turn.Config
+			// takes 0 for its default and a negative value for none.
+			MaxAllocationsPerUser: quota(cfg.TURNUserQuota),
+			MaxAllocations:        quota(cfg.TURNTotalQuota),
 		}, logger, pcs, lns)
 		if err != nil {
 			return nil, fmt.Errorf("server: TURN relay: %w", err)
@@ -215,10 +219,12 @@ func build(cfg config.Config, logger *slog.Logger, ln Listeners, relayOnly bool,
 		mux := http.NewServeMux()
 		mux.Handle("/ws", s.sig)
 		mux.Handle("/api/", s.sig)
+		var requireHost func(http.Handler) http.Handler
 		if s.accounts != nil {
 			s.accounts.Register(mux)
+			requireHost = s.accounts.RequireHost
 		}
-		mux.Handle("/", web.Handler(map[string]fs.FS{"e2ee": e2ee.Browser}))
+		mux.Handle("/", web.Handler(map[string]fs.FS{"e2ee": e2ee.Browser}, requireHost))
 		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "text/plain")
 			w.Write([]byte("ok\n"))
@@ -283,6 +289,14 @@ func (s *Server) embeddedICEServers(r *http.Request, peerID string) []signaling.
 	}
 	user, pass := turn.Credentials([]byte(s.cfg.TURNSecret), peerID, s.cfg.TURNCredTTL, time.Now())
 	return []signaling.ICEServer{{URLs: urls, Username: user, Credential: pass}}
+}
+
+// quota maps a quota setting (0: no limit) to turn.Config's (negative: no limit).
+func quota(n int) int {
+	if n == 0 {
+		return -1
+	}
+	return n
 }
 
 // turnHost is the host name clients use for TURN: the advertised IP if set,
@@ -563,15 +577,22 @@ func (c consultations) Lookup(ctx context.Context, id string) (signaling.Consult
 	if err != nil {
 		return signaling.Consultation{}, err
 	}
-	return signaling.Consultation{ID: co.ID, Verifier: co.JoinVerifier, Title: co.Title, ScheduledAt: co.ScheduledAt, Locked: co.Locked}, nil
+	return signaling.Consultation{ID: co.ID, Verifier: co.JoinVerifier, Title: co.Title, HostName: co.HostName, ScheduledAt: co.ScheduledAt, Locked: co.Locked}, nil
 }
 
 func (c consultations) IsHost(r *http.Request, id string) bool {
+	// r is the WebSocket upgrade, asked about when its join arrives: by then
+	// the upgrade's HTTP handler has returned and r's context is cancelled,
+	// which would fail every session lookup and put the host in its own
+	// waiting room. Keep the request's values, not its end.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 5*time.Second)
+	defer cancel()
+	r = r.WithContext(ctx)
 	u, ok := c.acc.SessionUser(r)
 	if !ok {
 		return false
 	}
-	co, err := c.st.Consultation(r.Context(), id)
+	co, err := c.st.Consultation(ctx, id)
 	return err == nil && co.OwnerID == u.ID
 }
 

@@ -13,6 +13,7 @@ type Consultation struct {
 	ID          string
 	Verifier    []byte // V of the guest link's join token (docs/security.md §2.5)
 	Title       string
+	HostName    string    // how guests see the host while they wait; may be empty
 	ScheduledAt time.Time // zero: not scheduled
 	Locked      bool
 }
@@ -54,7 +55,7 @@ func (c *client) enterWaiting(rm *room) error {
 	rm.lastUsed = time.Now()
 	tok, hash := newResume()
 	c.resumeHash = hash
-	c.queue(Message{Type: TypeWaiting, Version: ProtocolVersion, ID: c.id, Title: rm.consult.Title, HostPresent: boolp(rm.host != nil), Resume: tok})
+	c.queue(Message{Type: TypeWaiting, Version: ProtocolVersion, ID: c.id, Title: rm.consult.Title, HostName: rm.consult.HostName, HostPresent: boolp(rm.host != nil), Resume: tok})
 	c.srv.persist.SaveMember(rm.id, c.saved())
 	if rm.host != nil {
 		rm.host.queue(Message{Type: TypeKnock, Peer: &Peer{ID: c.id, Name: c.name}})

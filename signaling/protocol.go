@@ -124,6 +124,7 @@ type Message struct {
 	// roster)
 	Role        string          `json:"role,omitempty"`
 	Title       string          `json:"title,omitempty"`
+	HostName    string          `json:"hostName,omitempty"`
 	Roster      json.RawMessage `json:"roster,omitempty"`
 	Waiting     []Knock         `json:"waiting,omitempty"`
 	HostPresent *bool           `json:"hostPresent,omitempty"`

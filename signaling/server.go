@@ -287,6 +287,7 @@ type RoomInfo struct {
 	// A consultation, with the token: its title, time and whether the host is there.
 	Consultation bool   `json:"consultation,omitempty"`
 	Title        string `json:"title,omitempty"`
+	HostName     string `json:"hostName,omitempty"`
 	ScheduledAt  string `json:"scheduledAt,omitempty"`
 	HostPresent  *bool  `json:"hostPresent,omitempty"`
 }
@@ -303,7 +304,7 @@ func (s *Server) roomInfo(w http.ResponseWriter, r *http.Request) {
 		n := len(rm.peers)
 		info.Participants, info.MaxPeers = &n, MaxPeers
 		if c := rm.consult; c != nil {
-			info.Consultation, info.Title, info.HostPresent = true, c.Title, boolp(rm.host != nil)
+			info.Consultation, info.Title, info.HostName, info.HostPresent = true, c.Title, c.HostName, boolp(rm.host != nil)
 			if !c.ScheduledAt.IsZero() {
 				info.ScheduledAt = c.ScheduledAt.UTC().Format(time.RFC3339)
 			}

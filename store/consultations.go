@@ -63,6 +63,24 @@ func NormalizeTitle(s string) (string, error) {
 	return t, nil
 }
 
+// MaxHostNameLen bounds the name a host shows guests, in characters.
+const MaxHostNameLen = 64
+
+// NormalizeHostName checks the name a host shows its guests ("Dr. Ana
+// Ruiz"): trimmed, 0..MaxHostNameLen characters, no control characters.
+func NormalizeHostName(s string) (string, error) {
+	t := strings.TrimSpace(s)
+	switch {
+	case !utf8.ValidString(t):
+		return "", fmt.Errorf("%w: host name is not valid UTF-8", ErrInvalid)
+	case utf8.RuneCountInString(t) > MaxHostNameLen:
+		return "", fmt.Errorf("%w: host name is longer than %d characters", ErrInvalid, MaxHostNameLen)
+	case strings.IndexFunc(t, badTitleRune) >= 0:
+		return "", fmt.Errorf("%w: host name contains control characters", ErrInvalid)
+	}
+	return t, nil
+}
+
 func badTitleRune(r rune) bool {
 	return unicode.IsControl(r) || r == utf8.RuneError ||
 		(r >= 0x202A && r <= 0x202E) || (r >= 0x2066 && r <= 0x2069) || // bidi embeddings, overrides, isolates
@@ -93,6 +111,7 @@ type Consultation struct {
 	EndedAt      time.Time // zero: not ended
 	JoinVerifier []byte    // VerifierLen bytes
 	Locked       bool
+	HostName     string // how guests see the host ("Dr. Ana Ruiz"); may be empty
 }
 
 // State reports the link's state at now. A revoked link reads as revoked
@@ -125,13 +144,13 @@ func (c Consultation) InactiveSince(now time.Time) time.Time {
 	return t
 }
 
-const consultationCols = `id, owner_id, title, scheduled_at, created_at, expires_at, revoked_at, ended_at, join_verifier, locked`
+const consultationCols = `id, owner_id, title, scheduled_at, created_at, expires_at, revoked_at, ended_at, join_verifier, locked, host_name`
 
 func scanConsultation(row interface{ Scan(...any) error }) (Consultation, error) {
 	var c Consultation
 	var sched, revoked, ended sql.NullInt64
 	var created, expires int64
-	if err := row.Scan(&c.ID, &c.OwnerID, &c.Title, &sched, &created, &expires, &revoked, &ended, &c.JoinVerifier, &c.Locked); err != nil {
+	if err := row.Scan(&c.ID, &c.OwnerID, &c.Title, &sched, &created, &expires, &revoked, &ended, &c.JoinVerifier, &c.Locked, &c.HostName); err != nil {
 		return Consultation{}, dbErr(err)
 	}
 	c.ScheduledAt, c.CreatedAt, c.ExpiresAt = fromNullMS(sched), fromMS(created), fromMS(expires)
@@ -156,9 +175,14 @@ func (s *Store) CreateConsultation(ctx context.Context, c Consultation) error {
 	if c.CreatedAt.IsZero() || c.ExpiresAt.IsZero() {
 		return fmt.Errorf("%w: consultation times", ErrInvalid)
 	}
-	_, err := s.db.ExecContext(ctx, `INSERT INTO consultations (`+consultationCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	if c.HostName != "" {
+		if _, err := NormalizeHostName(c.HostName); err != nil {
+			return err
+		}
+	}
+	_, err := s.db.ExecContext(ctx, `INSERT INTO consultations (`+consultationCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		c.ID, c.OwnerID, c.Title, nullMS(c.ScheduledAt), ms(c.CreatedAt), ms(c.ExpiresAt),
-		nullMS(c.RevokedAt), nullMS(c.EndedAt), c.JoinVerifier, c.Locked)
+		nullMS(c.RevokedAt), nullMS(c.EndedAt), c.JoinVerifier, c.Locked, c.HostName)
 	if err != nil {
 		return fmt.Errorf("create consultation: %w", dbErr(err))
 	}

@@ -127,6 +127,22 @@ type Config struct {
 	// socket (see SetSocketBuffers). Default 2 MiB; negative leaves the
 	// kernel default, which is only useful to measure its effect.
 	SocketBuffer int
+
+	// BatchDelay is how long, at most, the batched fast path lets
+	// datagrams gather before it reads them, after a read that did not
+	// fill a batch: it trades that much latency per relay leg for fewer
+	// system calls and wakeups per packet. 0 reads as soon as anything
+	// arrives. Only used where batched I/O exists (Linux).
+	BatchDelay time.Duration
+
+	// noBatching makes tests use the portable fast path (one datagram per
+	// read and write) where batched I/O is available.
+	noBatching bool
+
+	// permissionLifetime and channelLifetime shorten RFC 8656's 300 s and
+	// 10 minutes, for tests of expiry; zero means the RFC's.
+	permissionLifetime time.Duration
+	channelLifetime    time.Duration
 }
 
 // Validate fills in defaults and checks the configuration. The error wraps

@@ -90,7 +90,7 @@
 // two racing Allocates cannot both take the last slot (the loser gets 508).
 //
 // Config.BandwidthPerAllocation caps each direction of each allocation
-// with a token bucket in the relay socket wrapper; packets over it are
+// with a token bucket in the relay socket wrapper (on the fast path too); packets over it are
 // dropped and counted under the reason "bandwidth", logged once per
 // allocation. So that anyone who knows a relay address cannot spend a
 // call's inbound budget by spraying it, the wrapper keeps the allocation's
@@ -117,6 +117,42 @@
 // with pion's 10 s timeout. Pion's AuthHandler therefore sees no TLS
 // state, which Parley does not use. A connection is "tls" when it has a
 // ConnectionState method, as *tls.Conn and tlsmux's connections do.
+//
+// # The media fast path
+//
+// Pion keeps the control plane: Allocate, Refresh, CreatePermission,
+// ChannelBind, authentication, quotas and lifetimes. Media does not go
+// through it. Each UDP socket given to New is wrapped (listenConn) and
+// read by the wrapper, called from pion's read loop: ChannelData and Send
+// indications of known allocations are relayed straight to the relay
+// socket, and only the rest reaches pion. In the other direction, a
+// datagram from a peer is framed as ChannelData (when a channel is bound
+// to the peer) or as a Data indication and sent to the client without
+// pion. Only TCP and TLS clients' media still goes through pion.
+//
+// On Linux the fast path is batched: listening sockets are read with
+// recvmmsg, up to 64 datagrams per system call, and relay sockets are
+// opened as raw non-blocking sockets in an epoll instance of the relay
+// poller, one goroutine that drains every ready relay socket with
+// recvmmsg and sends all the frames for clients with one sendmmsg. There
+// is no allocation and no goroutine hand-off per packet. Elsewhere (and in
+// tests, Config.noBatching), the same code reads and writes one datagram
+// at a time: the listening socket in pion's read loop, relay sockets in
+// pion's per-allocation goroutine.
+//
+// Nothing is relaxed on the fast path. The relay mirrors each allocation's
+// permissions and channels from pion's events (OnPermissionCreated and
+// Deleted, OnChannelCreated and Deleted) into an immutable state replaced
+// on every change, so pion's timers expire them on the fast path too.
+// Every packet needs a permission for its peer in both directions (RFC
+// 8656 §9; pion itself does not check it for a client's ChannelData), a
+// ChannelData message a live channel, and a packet towards a peer must
+// pass the relay policy again (the deny list, and our own IPs only at live
+// relay ports) and the bandwidth cap; packets relayed are counted per
+// batch. Whatever the fast path does not fully understand (a Send
+// indication with attributes other than XOR-PEER-ADDRESS, DATA and
+// FINGERPRINT, an unknown channel, a client without an allocation) goes
+// to pion, which answers or drops it as before.
 //
 // # Socket buffers
 //

@@ -60,6 +60,7 @@ func baseConfig() Config {
 		PublicIP:    netip.MustParseAddr("127.0.0.1"),
 		RelayBindIP: netip.MustParseAddr("127.0.0.1"),
 		Secret:      testSecret,
+		noBatching:  testNoBatching,
 	}
 }
 

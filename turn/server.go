@@ -1,6 +1,7 @@
 package turn
 
 import (
+	"cmp"
 	"fmt"
 	"log/slog"
 	"net"
@@ -41,6 +42,7 @@ type Server struct {
 
 	counters counters
 	quotas   *quotas
+	poller   *relayPoller // batched relay sockets (Linux); nil: plain ones
 	authLim  *authLimiter // nil: no limit
 
 	refusals logLimiter
@@ -109,6 +111,16 @@ func newServer(cfg Config, logger *slog.Logger, packetConns []net.PacketConn, li
 	if cfg.AuthFailureLimit > 0 {
 		s.authLim = newAuthLimiter(cfg.AuthFailureLimit, cfg.AuthFailureWindow, authLimiterMaxSources)
 	}
+	batching := batchSupported && !cfg.noBatching && len(packetConns) > 0
+	if batching {
+		p, err := newPoller(s)
+		if err != nil {
+			logger.Warn("turn: batched I/O unavailable, using plain reads and writes", "err", err)
+			batching = false
+		} else {
+			s.poller = p
+		}
+	}
 
 	pc := pionturn.ServerConfig{
 		LoggerFactory: slogFactory{l: logger, lim: &logLimiter{perWindow: pionLogBurst, window: refusalLogWindow}},
@@ -123,20 +135,23 @@ func newServer(cfg Config, logger *slog.Logger, packetConns []net.PacketConn, li
 		// Pion grants this when an Allocate or Refresh has no LIFETIME, or
 		// asks for MaxAllocationLifetime or more (see the package doc).
 		AllocationLifetime: cfg.AllocationLifetime,
-		PermissionTimeout:  300 * time.Second, // RFC 8656 §9: exactly 300 s
-		ChannelBindTimeout: 10 * time.Minute,  // RFC 8656 §12
+		PermissionTimeout:  cmp.Or(cfg.permissionLifetime, 300*time.Second), // RFC 8656 §9: exactly 300 s
+		ChannelBindTimeout: cmp.Or(cfg.channelLifetime, 10*time.Minute),     // RFC 8656 §12
 		EventHandler: pionturn.EventHandler{
 			OnAuth:              s.onAuth,
 			OnAllocationCreated: s.onAllocationCreated,
 			OnAllocationDeleted: s.onAllocationDeleted,
 			OnPermissionCreated: s.onPermissionCreated,
 			OnPermissionDeleted: s.onPermissionDeleted,
+			OnChannelCreated:    s.onChannelCreated,
+			OnChannelDeleted:    s.onChannelDeleted,
 		},
 	}
 	for _, c := range packetConns {
+		lc := newListenConn(s, c, batching)
 		pc.PacketConnConfigs = append(pc.PacketConnConfigs, pionturn.PacketConnConfig{
-			PacketConn:            c,
-			RelayAddressGenerator: &relayGenerator{s: s, transport: transportUDP},
+			PacketConn:            lc,
+			RelayAddressGenerator: &relayGenerator{s: s, transport: transportUDP, lc: lc},
 			PermissionHandler:     s.permit,
 		})
 	}
@@ -149,12 +164,18 @@ func newServer(cfg Config, logger *slog.Logger, packetConns []net.PacketConn, li
 	}
 	p, err := pionturn.NewServer(pc)
 	if err != nil {
+		if s.poller != nil {
+			s.poller.close()
+		}
 		return nil, fmt.Errorf("turn: starting pion server: %w", err)
 	}
 	s.pion = p
+	if s.poller != nil {
+		s.poller.start()
+	}
 	logger.Info("turn: relay started", "realm", cfg.Realm, "public_ip", cfg.PublicIP,
 		"relay_bind_ip", cfg.bindAddr(), "relay_ports", portRange(&cfg),
-		"udp", len(packetConns), "tcp", len(listeners),
+		"udp", len(packetConns), "tcp", len(listeners), "batched", s.poller != nil,
 		"max_allocations", cfg.MaxAllocations, "max_allocations_per_user", cfg.MaxAllocationsPerUser,
 		"bandwidth_per_allocation", cfg.BandwidthPerAllocation, "allocation_lifetime", cfg.AllocationLifetime,
 		"deny_peers", len(cfg.DenyPeers), "allow_peers", len(cfg.AllowPeers))
@@ -212,6 +233,9 @@ func (s *Server) Close() error {
 		}
 		if n := s.policy.liveCount(); n > 0 {
 			s.log.Warn("turn: relay sockets still open after close", "count", n)
+		}
+		if s.poller != nil {
+			s.poller.close()
 		}
 		s.log.Info("turn: relay stopped")
 	})
@@ -344,15 +368,34 @@ func (s *Server) permit(client net.Addr, peer net.IP) bool {
 }
 
 // logRefusal logs at Info, at most refusalLogBurst lines per window.
+//
+// IP addresses (the client's, the peer's, a rate-limited source) go only to
+// a debug line: at info the line says what was refused and why, not from
+// where (docs/security.md §9.7).
 func (s *Server) logRefusal(msg string, attrs ...any) {
 	ok, suppressed := s.refusals.allow(time.Now())
 	if suppressed > 0 {
 		s.log.Info("turn: refusal log lines suppressed", "count", suppressed)
 	}
-	if ok {
-		s.log.Info(msg, attrs...)
+	if !ok {
+		return
+	}
+	var plain, addrs []any
+	for _, a := range attrs {
+		if at, isAttr := a.(slog.Attr); isAttr && addressKeys[at.Key] {
+			addrs = append(addrs, a)
+			continue
+		}
+		plain = append(plain, a)
+	}
+	s.log.Info(msg, plain...)
+	if len(addrs) > 0 {
+		s.log.Debug(msg+" (addresses)", append(plain, addrs...)...)
 	}
 }
+
+// addressKeys are the log attributes that carry IP addresses.
+var addressKeys = map[string]bool{"client": true, "peer": true, "source": true}
 
 // fiveTuple identifies an allocation by its client and server addresses.
 func fiveTuple(src, dst net.Addr) string { return addrString(src) + " " + addrString(dst) }
@@ -375,10 +418,20 @@ func (s *Server) onAllocationCreated(src, dst net.Addr, protocol, userID, _ stri
 	tr := "?"
 	if rc := s.relayAt(relay); rc != nil {
 		t := transportUDP
-		if _, udp := dst.(*net.UDPAddr); !udp {
+		var lc *listenConn
+		var client netip.AddrPort
+		if ua, udp := src.(*net.UDPAddr); udp {
+			// A client of a UDP socket: relayGenerator knows which.
+			if rc.home != nil && rc.home.udp != nil {
+				lc, client = rc.home, ua.AddrPort()
+			}
+		} else {
 			t = s.connTransport(src, dst)
 		}
-		rc.setClient(fiveTuple(src, dst), &s.counters.transports[t])
+		rc.setClient(fiveTuple(src, dst), &s.counters.transports[t], lc, client)
+		if lc != nil {
+			lc.remember(client, rc)
+		}
 		tr = transportNames[t]
 	}
 	s.log.Debug("turn: allocation created", "id", userID, "client", src, "transport", tr,
@@ -419,6 +472,24 @@ func (s *Server) permissionEvent(src, dst, relay net.Addr, peer net.IP, delta in
 	}
 	if rc := s.relayAt(relay); rc != nil {
 		rc.permissionEvent(fiveTuple(src, dst), ip, delta)
+	}
+}
+
+func (s *Server) onChannelCreated(src, dst net.Addr, _, _, _ string, relay, peer net.Addr, number uint16) {
+	s.channelEvent(src, dst, relay, peer, number, true)
+}
+
+func (s *Server) onChannelDeleted(src, dst net.Addr, _, _, _ string, relay, peer net.Addr, number uint16) {
+	s.channelEvent(src, dst, relay, peer, number, false)
+}
+
+func (s *Server) channelEvent(src, dst, relay, peer net.Addr, number uint16, add bool) {
+	ua, ok := peer.(*net.UDPAddr)
+	if !ok {
+		return
+	}
+	if rc := s.relayAt(relay); rc != nil {
+		rc.channelEvent(fiveTuple(src, dst), number, ua.AddrPort(), add)
 	}
 }
 

@@ -45,10 +45,16 @@ func SecurityHeaders(h http.Handler) http.Handler {
 	})
 }
 
-// Handler serves the landing page at /, the call page at /c/<room>, and the
-// static assets under /js/, /css/ and the given extra file systems (for
-// example /e2ee/ for the SFrame worker code).
-func Handler(extra map[string]fs.FS) http.Handler {
+// Handler serves the landing page at /, the call page at /c/<room>, the
+// sign-in page at /signin, the host page at /host, and the static assets
+// under /js/, /css/ and the given extra file systems (for example /e2ee/
+// for the SFrame worker code).
+//
+// requireHost guards the host pages: it serves them only to a signed-in
+// host and answers everyone else itself (account.Service.RequireHost: a
+// 401 page with a link to /signin). With a nil requireHost (a server
+// without host accounts) the host pages are 404.
+func Handler(extra map[string]fs.FS, requireHost func(http.Handler) http.Handler) http.Handler {
 	files := Files()
 	mux := http.NewServeMux()
 	page := func(name string) http.HandlerFunc {
@@ -59,6 +65,10 @@ func Handler(extra map[string]fs.FS) http.Handler {
 	}
 	mux.HandleFunc("GET /{$}", page("index.html"))
 	mux.HandleFunc("GET /c/{room}", page("call.html"))
+	mux.HandleFunc("GET /signin", page("signin.html"))
+	if requireHost != nil {
+		mux.Handle("GET /host", requireHost(page("host.html")))
+	}
 	assets := http.FileServerFS(files)
 	for _, dir := range []string{"/js/", "/css/", "/img/"} {
 		mux.Handle("GET "+dir, noCache(assets))

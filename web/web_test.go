@@ -11,7 +11,7 @@ import (
 )
 
 func TestPagesAndHeaders(t *testing.T) {
-	ts := httptest.NewServer(SecurityHeaders(Handler(nil)))
+	ts := httptest.NewServer(SecurityHeaders(Handler(nil, nil)))
 	defer ts.Close()
 	for path, want := range map[string]string{
 		"/":                         "Start a consultation",
@@ -68,4 +68,51 @@ func TestNoThirdPartyRequests(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestHostPages checks /signin for everyone and /host only through the
+// guard the server passes in (account.Service.RequireHost).
+func TestHostPages(t *testing.T) {
+	get := func(ts *httptest.Server, path string) (int, string) {
+		t.Helper()
+		res, err := http.Get(ts.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		return res.StatusCode, string(b)
+	}
+	refuse := func(http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			http.Error(w, "please sign in", http.StatusUnauthorized)
+		})
+	}
+	allow := func(h http.Handler) http.Handler { return h }
+
+	closed := httptest.NewServer(Handler(nil, refuse))
+	defer closed.Close()
+	if code, body := get(closed, "/signin"); code != 200 || !strings.Contains(body, `id="signin-form"`) {
+		t.Errorf("/signin: %d %.80q", code, body)
+	}
+	if code, body := get(closed, "/host"); code != 401 || strings.Contains(body, "new-form") {
+		t.Errorf("/host without a session: %d %.80q", code, body)
+	}
+	for _, path := range []string{"/js/host.js", "/js/hoststore.js", "/js/signin.js", "/js/api.js", "/css/host.css"} {
+		if code, _ := get(closed, path); code != 200 {
+			t.Errorf("%s: %d", path, code)
+		}
+	}
+
+	open := httptest.NewServer(Handler(nil, allow))
+	defer open.Close()
+	if code, body := get(open, "/host"); code != 200 || !strings.Contains(body, `id="new-form"`) {
+		t.Errorf("/host with a session: %d %.80q", code, body)
+	}
+
+	none := httptest.NewServer(Handler(nil, nil))
+	defer none.Close()
+	if code, _ := get(none, "/host"); code != 404 {
+		t.Errorf("/host without accounts: %d, want 404", code)
+	}
 }

@@ -4,12 +4,13 @@
 // frames, audio samples, text on screen) from the pages.
 import { spawn, execFileSync } from 'node:child_process';
 import { randomBytes, hkdfSync, createHash } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, mkdirSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { createSocket } from 'node:dgram';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import assert from 'node:assert/strict';
 import { chromium } from 'playwright-core';
 
 export const repo = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -361,3 +362,71 @@ export async function until(fn, what, ms = 15000) {
     await sleep(250);
   }
 }
+
+/** Where the browser tests put their screenshots (gitignored). */
+export const SHOTS = join(repo, 'test-results', 'screenshots');
+
+/**
+ * What a person would see wrong in the layout: text cut off or spilling
+ * out of its box, controls overlapping their siblings, anything wider
+ * than the screen.
+ * @param {import('playwright-core').Page} page
+ */
+export async function layoutProblems(page) {
+  return page.evaluate(() => {
+    /** @type {string[]} */
+    const problems = [];
+    const shown = (/** @type {Element} */ e) => {
+      const r = e.getBoundingClientRect();
+      const cs = getComputedStyle(e);
+      return r.width > 0 && r.height > 0 && cs.visibility !== 'hidden' && cs.display !== 'none';
+    };
+    const name = (/** @type {Element} */ e) => `${e.tagName.toLowerCase()}${e.id ? '#' + e.id : ''}${e.className ? '.' + String(e.className).replace(/ /g, '.') : ''} "${(e.textContent || '').trim().slice(0, 40)}"`;
+    const vw = document.documentElement.clientWidth;
+    if (document.documentElement.scrollWidth > vw + 1) problems.push(`the page scrolls sideways: ${document.documentElement.scrollWidth} > ${vw}`);
+    for (const e of document.querySelectorAll('h1, h2, h3, p, label, legend, button, a, li, span, strong, div')) {
+      if (!shown(e) || getComputedStyle(e).display === 'inline') continue;
+      const he = /** @type {HTMLElement} */ (e);
+      if (he.scrollWidth > he.clientWidth + 1) problems.push(`text overflows: ${name(e)} (${he.scrollWidth} > ${he.clientWidth})`);
+      const r = e.getBoundingClientRect();
+      if (r.right > vw + 1 || r.left < -1) problems.push(`off screen: ${name(e)} (${Math.round(r.left)}..${Math.round(r.right)} of ${vw})`);
+    }
+    const controls = [...document.querySelectorAll('button, a.button, input, select, textarea, label, .brand')].filter(shown);
+    /** @type {Map<Element, Element[]>} */
+    const byParent = new Map();
+    for (const c of controls) {
+      const p = /** @type {Element} */ (c.parentElement);
+      byParent.set(p, [...(byParent.get(p) || []), c]);
+    }
+    for (const sibs of byParent.values()) {
+      for (let i = 0; i < sibs.length; i++) {
+        for (let j = i + 1; j < sibs.length; j++) {
+          const a = sibs[i].getBoundingClientRect(), b = sibs[j].getBoundingClientRect();
+          const w = Math.min(a.right, b.right) - Math.max(a.left, b.left);
+          const h = Math.min(a.bottom, b.bottom) - Math.max(a.top, b.top);
+          if (w > 1 && h > 1) problems.push(`overlap: ${name(sibs[i])} and ${name(sibs[j])}`);
+        }
+      }
+    }
+    // Touch targets: every button and button-link at least 44 px high.
+    for (const c of document.querySelectorAll('button, a.button')) {
+      if (shown(c) && c.getBoundingClientRect().height < 44) problems.push(`small touch target: ${name(c)}`);
+    }
+    return problems;
+  });
+}
+
+/**
+ * Screenshots the page at phone and desktop sizes and checks the layout at each.
+ * @param {import('playwright-core').Page} page @param {string} what
+ */
+export async function checkLayouts(page, what) {
+  for (const [w, h] of [[360, 740], [1280, 800]]) {
+    await page.setViewportSize({ width: w, height: h });
+    await page.waitForTimeout(100);
+    mkdirSync(SHOTS, { recursive: true });
+    await page.screenshot({ path: join(SHOTS, `${what}-${w}x${h}.png`), fullPage: true });
+    assert.deepEqual(await layoutProblems(page), [], `${what} at ${w}x${h}`);
+  }
+}
+

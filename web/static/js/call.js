@@ -199,7 +199,7 @@ async function checkRoom() {
       return body.message || 'This consultation link no longer works. Ask the person who invited you for a new link.';
     }
     if (!res.ok) return '';
-    /** @type {{participants?: number, maxPeers?: number, consultation?: boolean, title?: string, scheduledAt?: string}} */
+    /** @type {{participants?: number, maxPeers?: number, consultation?: boolean, title?: string, hostName?: string, scheduledAt?: string}} */
     const info = await res.json();
     if (consultLink && info.participants !== undefined && !info.consultation) {
       return 'This link does not belong to a consultation. Ask the person who invited you for the right link.';
@@ -212,7 +212,10 @@ async function checkRoom() {
       el('consult-title').textContent = `Consultation: ${info.title}${when}`;
       el('consult-title').hidden = false;
       el('prejoin-title').textContent = 'Join the consultation';
-      el('waiting-what').textContent = `You are joining “${info.title}”${when}.`;
+      const withWhom = info.hostName ? ` with ${info.hostName}` : '';
+      el('waiting-what').textContent = `You are joining “${info.title}”${withWhom}${when}.`;
+      if (info.hostName) el('waiting-title').textContent = `Waiting for ${info.hostName}`;
+      el('consult-title').textContent = `Consultation: ${info.title}${withWhom}${when}`;
     }
     if (info.participants !== undefined && info.maxPeers !== undefined && info.participants >= info.maxPeers) {
       return 'This call already has the most people it can hold. Ask the organiser to start a new call.';
@@ -236,8 +239,7 @@ async function init() {
     // Did this browser make the consultation? Then it holds the host's
     // signing key for it (hoststore.js, IndexedDB).
     try {
-      const mod = './hoststore.js';
-      hostStore = await import(mod);
+      hostStore = await import('./hoststore.js');
       const rec = await hostStore.getConsultation(roomId);
       if (rec && rec.pub && sameBytes(new Uint8Array(rec.pub), consultLink.hostKey)) hostRecord = rec;
     } catch {

@@ -56,9 +56,11 @@ export class Consult {
    * newer (then another browser hosted meanwhile). The new roster keeps
    * every guest entry and replaces the host's own (a reload changes our pid
    * and key), at seq + 1 (docs/security.md §9.2).
-   * @param {any} serverRoster
+   * Guests no longer in the room (they left while the host was away) are
+   * dropped: the server's welcome lists who is there.
+   * @param {any} serverRoster @param {Set<string>} present peer ids in the room
    */
-  async hostStart(serverRoster) {
+  async hostStart(serverRoster, present) {
     /** @type {{roster: import('../e2ee/roster.js').Roster, signed: Uint8Array, json: any}|null} */
     let base = null;
     if (this.record?.roster) {
@@ -80,7 +82,7 @@ export class Consult {
       }
     }
     this.locked = base?.roster.locked || false;
-    const guests = (base?.roster.members || []).filter((e) => e.role !== ROLE_HOST);
+    const guests = (base?.roster.members || []).filter((e) => e.role !== ROLE_HOST && present.has(e.pid));
     await this.publish(guests, this.locked, base?.roster.seq || 0, null);
   }
 

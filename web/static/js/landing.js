@@ -1,7 +1,12 @@
 // @ts-check
-// The landing page: "Start a consultation" creates a room and shows its link.
-// The link's secret (#k=...) is made here, in the creator's browser: it is
-// never sent to the server.
+// The landing page. What it offers depends on GET /api/info:
+//   - closed (the default) and not signed in: "Sign in to start a
+//     consultation", and a word for guests that the link they were sent is
+//     all they need;
+//   - signed in: "Go to your consultations" (/host);
+//   - -open-rooms: "Start a consultation", which creates a plain room and
+//     shows its link. The link's secret (#k=...) is made here, in the
+//     creator's browser: it is never sent to the server.
 
 import { newLinkSecret, unb64url, joinVerifier } from '../e2ee/keys.js';
 
@@ -15,6 +20,34 @@ function el(id) {
 const start = /** @type {HTMLButtonElement} */ (el('start'));
 const link = /** @type {HTMLInputElement} */ (el('link'));
 const errorBox = el('error');
+
+/** Shows what this server and this browser's sign-in allow. */
+async function showEntry() {
+  /** @type {{openRooms?: boolean, signedIn?: boolean, email?: string}|null} */
+  let info = null;
+  try {
+    const res = await fetch('/api/info', { headers: { Accept: 'application/json' }, cache: 'no-store' });
+    if (res.ok) info = await res.json();
+  } catch { /* shown below as "unknown" */ }
+  if (!info) {
+    // A server without host accounts, or one that cannot be reached: offer
+    // what the page always offered; the server says if it refuses.
+    start.hidden = false;
+    el('host-signin').hidden = false;
+    return;
+  }
+  if (info.signedIn) {
+    el('host-email').textContent = info.email || '';
+    el('host-home').hidden = false;
+  } else if (!info.openRooms) {
+    el('host-entry').hidden = false;
+  }
+  if (info.openRooms) {
+    start.hidden = false;
+    el('host-signin').hidden = !!info.signedIn;
+  }
+}
+showEntry();
 
 start.addEventListener('click', async () => {
   start.disabled = true;

@@ -619,7 +619,7 @@ export class CallSession {
     }
     if (!this.keys.myId) await this.keys.start(this.myId);
     if (this.role === 'host' && this.consult) {
-      await this.consult.hostStart(welcome.roster);
+      await this.consult.hostStart(welcome.roster, new Set((welcome.peers || []).map((p) => p.id)));
       for (const k of welcome.waiting || []) await this.consult.onKnock(k);
     }
     this.connectConfirmed();
