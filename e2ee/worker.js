@@ -43,7 +43,9 @@ const KEEP_OLD_MS = 5000;
  * A peer's video that comes back after this long without a frame (an
  * outage, a network change, an ICE restart) gets a key-frame request at
  * once: the frames lost meanwhile leave the decoder waiting, and Chromium
- * asks by itself only after 3 s without a decodable frame.
+ * asks by itself only after 3 s without a decodable frame. Measured in
+ * tests/browser/netns.test.mjs (a 3 s outage): video decoded again 0.15 to
+ * 0.25 s after the link was back with this request, about 3 s without it.
  */
 const VIDEO_GAP_MS = 1000;
 

@@ -21,15 +21,25 @@
 //      sides within 5 s, through an ICE restart (new ufrags on both sides;
 //      Alice's selected candidate has the new ufrag and address).
 //   2. Alice's link drops for 3 s: (a) `ip link set eth0 down` (the OS and
-//      Chromium see it), (b) the line is cut in linkemu (they see nothing,
-//      like Wi-Fi whose uplink dies). Video decodes again within 5 s after
-//      the link is back.
-//   3. 10 % loss and 50 ms ± 50 ms delay both ways on Alice's line (netem's
-//      "loss 10% delay 50ms 50ms"): over 20 s both sides decode at least
-//      80 % of the frames per second they decoded in the 20 s before, in the
-//      same call; the SFrame workers count no authentication failure;
-//      NACK, RTX and Opus in-band FEC are in the descriptions.
-// Every figure is printed. Needs root; skipped with a message without it.
+//      Chromium see it): an ICE restart (new ufrags on both sides) and
+//      video decodes again within 5 s after the link is back (on the
+//      restart's pair or the old one, which works again: Chromium's
+//      choice, reported); (b) the line is cut in linkemu (they see
+//      nothing, like Wi-Fi whose uplink dies): video decodes again within
+//      5 s after the line is back.
+//   3. 10 % loss and 50 ms ± 50 ms delay (netem's "loss 10% delay 50ms
+//      50ms", here done by linkemu) on Alice's outgoing packets, then both
+//      ways on her line: over 15 s each, both sides decode at least 80 % of
+//      the frames per second they decoded in the 15 s before, in the same
+//      call; the SFrame workers count no authentication failure (frames
+//      delivered twice count as "duplicate"); NACK, RTX and Opus in-band
+//      FEC are in the descriptions and retransmissions arrive.
+// Every figure is printed (lines starting "FIGURE" at the end;
+// PARLEY_NETNS_DEBUG=1 adds every 200 ms sample around each event). About
+// 2.5 minutes. Needs root (CI runs ./scripts/test.sh as root); skipped
+// with a message without it. Namespaces, linkemu, the server and the
+// browsers are removed on failure too (after(), and on exit or a signal),
+// and namespaces left by a killed earlier run are removed at start.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, execFileSync, execFile } from 'node:child_process';
@@ -69,6 +79,22 @@ function whyNot() {
 const skip = whyNot();
 if (skip) console.log(`# netns tests skipped: ${skip}`);
 
+/**
+ * Deletes one of this file's namespaces, first killing what still runs in
+ * it (a browser or server this file started and could not stop: the
+ * namespace would live on with them).
+ * @param {string} n
+ */
+function removeNamespace(n) {
+  if (!existsSync(`/run/netns/${n}`)) return;
+  try {
+    for (const pid of ip('netns', 'pids', n).split(/\s+/).filter(Boolean)) {
+      try { process.kill(Number(pid), 'SIGKILL'); } catch {}
+    }
+  } catch {}
+  try { ip('netns', 'del', n); } catch {}
+}
+
 /** Deletes namespaces of earlier runs whose process is gone (a killed test). */
 function removeLeftovers() {
   let names = [];
@@ -76,7 +102,8 @@ function removeLeftovers() {
   for (const n of names) {
     const m = new RegExp(`^${PREFIX}(\\d+)-`).exec(n);
     if (!m || Number(m[1]) === process.pid || existsSync(`/proc/${m[1]}`)) continue;
-    try { ip('netns', 'del', n); console.log(`# removed leftover namespace ${n}`); } catch {}
+    removeNamespace(n);
+    console.log(`# removed leftover namespace ${n}`);
   }
 }
 
@@ -92,9 +119,7 @@ let link;
 function teardown() {
   try { server?.kill('SIGKILL'); } catch {}
   try { link?.proc.kill('SIGKILL'); } catch {}
-  for (const n of [ns.a, ns.b, ns.s]) {
-    if (existsSync(`/run/netns/${n}`)) { try { ip('netns', 'del', n); } catch {} }
-  }
+  for (const n of [ns.a, ns.b, ns.s]) removeNamespace(n);
   if (work) rmSync(work, { recursive: true, force: true });
 }
 
@@ -323,6 +348,7 @@ const recorded = (page) => page.evaluate(() => ({
 
 /** Alice in A and Bob in B in a new room, both decoding the other's video. */
 async function call() {
+  const started = Date.now();
   const link = await newRoom();
   const alice = await browserIn(ns.a);
   const bob = await browserIn(ns.b);
@@ -332,7 +358,10 @@ async function call() {
   for (;;) {
     const [ra, rb] = await Promise.all([recorded(alice.page), recorded(bob.page)]);
     const last = (/** @type {any} */ r) => r.frames.at(-1)?.decoded || 0;
-    if (last(ra) > 60 && last(rb) > 60) break;
+    if (last(ra) > 60 && last(rb) > 60) {
+      console.log(`# call up (browsers started, both decoding) in ${Date.now() - started} ms`);
+      break;
+    }
     if (Date.now() > end) throw new Error(`the call did not come up: Alice decoded ${last(ra)}, Bob ${last(rb)}`);
     await sleep(300);
   }
@@ -340,7 +369,9 @@ async function call() {
 }
 
 async function hangUp() {
+  const started = Date.now();
   for (const b of open) await b.close();
+  if (open.length) console.log(`# browsers closed in ${Date.now() - started} ms`);
   open = [];
 }
 
@@ -397,7 +428,12 @@ before(async () => {
   if (skip) return;
   const bin = join(work, 'linkemu');
   execFileSync('go', ['build', '-o', bin, './tests/linkemu'], { cwd: repo, stdio: 'inherit' });
+  // Namespaces and processes go whatever happens: after() on failures and
+  // timeouts, these on an exception that ends the process or a signal.
   process.on('exit', teardown);
+  for (const sig of /** @type {const} */ (['SIGINT', 'SIGTERM', 'SIGHUP'])) {
+    process.once(sig, () => { teardown(); process.exit(128 + (sig === 'SIGINT' ? 2 : sig === 'SIGTERM' ? 15 : 1)); });
+  }
   await buildTopology(bin);
   await startServer();
 });
@@ -473,11 +509,20 @@ function assertResumed(r, ms, what) {
   }
 }
 
-/** Asserts the media path after t0 comes from an ICE restart on both sides. @param {ReturnType<typeof recovery>} r */
-function assertRestarted(r) {
+/**
+ * Asserts an ICE restart took place after the event: new ICE credentials
+ * on both ends, on both sides. With pairMustBeNew, also that media now
+ * flows on the restart's pair (the selected local candidate carries a ufrag
+ * first set after the event): required when the old pair cannot work any
+ * more (the address is gone). After an outage the old pair works again
+ * once the link is back, and Chromium may keep it: which pair it keeps is
+ * its choice, reported, not asserted.
+ * @param {ReturnType<typeof recovery>} r @param {boolean} pairMustBeNew
+ */
+function assertRestarted(r, pairMustBeNew) {
   for (const [who, x] of Object.entries(r)) {
     assert.ok(x.restarts >= 1 && x.remoteRestarts >= 1, `${who}: new ICE credentials on both ends (restarts: ${x.restarts} local, ${x.remoteRestarts} remote)`);
-    assert.ok(x.pairIsNew, `${who}: the selected pair is the restart's (local ufrag first set after the event): ${x.pair}`);
+    if (pairMustBeNew) assert.ok(x.pairIsNew, `${who}: the selected pair is the restart's (local ufrag first set after the event): ${x.pair}`);
   }
 }
 
@@ -492,13 +537,13 @@ test('Alice\'s address changes mid-call: an ICE restart, video decodes again on 
   ip('-n', ns.a, 'addr', 'add', `${A_NEW}/24`, 'dev', 'eth0');
   ip('-n', ns.a, 'route', 'replace', 'default', 'via', A_GW);
   console.log(`# address change: ${A_OLD} -> ${A_NEW} on Alice's eth0 took ${Date.now() - t0} ms`);
-  await sleep(10000);
+  await sleep(8000);
   const [ra, rb] = await Promise.all([recorded(alice.page), recorded(bob.page)]);
   printLog('Alice', ra.net, t0 - 200);
   printLog('Bob', rb.net, t0 - 200);
   const r = recovery('address change', t0, t0, ra, rb);
   summary.push(`address change: video decodes again after ${r.alice.resumed} ms (Alice) / ${r.bob.resumed} ms (Bob); ICE restart asked at +${r.alice.restartAsked ?? r.bob.restartAsked} ms, signaling back at +${r.alice.wsBack} ms`);
-  assertRestarted(r);
+  assertRestarted(r, true);
   assert.equal(r.alice.pairAddress.startsWith('10.77.0.') ? A_NEW : r.alice.pairAddress, A_NEW, 'Alice sends from her new address (or a relay)');
   assertResumed(r, 5000, 'after the address change');
   await hangUp();
@@ -518,13 +563,15 @@ test('Alice\'s link goes down for 3 s (ip link set down): video decodes again wi
   ip('-n', ns.a, 'route', 'replace', 'default', 'via', A_GW); // gone with the link
   const tBack = Date.now();
   console.log(`# link down for ${tBack - t0} ms`);
-  await sleep(10000);
+  await sleep(8000);
   const [ra, rb] = await Promise.all([recorded(alice.page), recorded(bob.page)]);
   printLog('Alice', ra.net, t0 - 200);
   printLog('Bob', rb.net, t0 - 200);
   const r = recovery('link down 3 s (times from link up)', t0, tBack, ra, rb);
-  summary.push(`link down 3 s: video decodes again ${r.alice.resumed} ms (Alice) / ${r.bob.resumed} ms (Bob) after the link is up; ICE restart asked at +${r.alice.restartAsked ?? r.bob.restartAsked} ms`);
-  assertRestarted(r);
+  const onPair = (/** @type {{pairIsNew: boolean}} */ x) => (x.pairIsNew ? 'the restart\'s pair' : 'the old pair');
+  summary.push(`link down 3 s: video decodes again ${r.alice.resumed} ms (Alice) / ${r.bob.resumed} ms (Bob) after the link is up; ICE restart asked at +${r.alice.restartAsked ?? r.bob.restartAsked} ms, ` +
+    `answered (signaling back at +${r.alice.wsBack} ms, new remote ufrag at +${r.alice.newRemoteDesc} ms); media on ${onPair(r.alice)} (Alice) / ${onPair(r.bob)} (Bob)`);
+  assertRestarted(r, false);
   assertResumed(r, 5000, 'after the link is back');
   await hangUp();
 }));
@@ -538,7 +585,7 @@ test('Alice\'s line is cut for 3 s (nothing the OS sees): video decodes again wi
   await link?.cmd('up');
   const tBack = Date.now();
   console.log(`# line cut for ${tBack - t0} ms`);
-  await sleep(10000);
+  await sleep(8000);
   const [ra, rb] = await Promise.all([recorded(alice.page), recorded(bob.page)]);
   printLog('Alice', ra.net, t0 - 200);
   printLog('Bob', rb.net, t0 - 200);
@@ -603,8 +650,8 @@ const negotiated = (page) => page.evaluate(() => {
   return { local: check(pc?.localDescription?.sdp || ''), remote: check(pc?.remoteDescription?.sdp || '') };
 });
 
-test('10 % loss and 50 ms ± 50 ms on Alice\'s outgoing packets: both decode at least 80 % of the frames they did before; no SFrame authentication failure', { skip: skip || false, timeout: 240000 }, onFailure(async () => {
-  const WINDOW = 20000;
+test('10 % loss and 50 ms ± 50 ms on Alice\'s outgoing packets, then both ways: both decode at least 80 % of the frames they did before; no SFrame authentication failure', { skip: skip || false, timeout: 240000 }, onFailure(async () => {
+  const WINDOW = 15000;
   const { alice, bob } = await call();
   const pages = { alice: alice.page, bob: bob.page };
   for (const [who, page] of Object.entries(pages)) {
@@ -627,13 +674,13 @@ test('10 % loss and 50 ms ± 50 ms on Alice\'s outgoing packets: both decode at 
   const s0 = await snap();
   await sleep(WINDOW);
   const s1 = await snap();
-  // Phase 1, the acceptance figure: what `tc qdisc add dev <Alice's
-  // interface> root netem loss 10% delay 50ms 50ms` does, on Alice's
-  // outgoing packets. Phase 2, reported only: the same both ways (her
-  // incoming packets too, and so the RTCP feedback about them).
+  // Phase 1: what `tc qdisc add dev <Alice's interface> root netem loss
+  // 10% delay 50ms 50ms` does, on Alice's outgoing packets. Phase 2: the
+  // same both ways (her incoming packets too, and so the RTCP feedback
+  // about them). Both are held to 80 % of the frames decoded before.
   const phases = [
     { name: 'Alice\'s outgoing packets', dir: 'ab', lossy: ['bob'], gate: true },
-    { name: 'both ways on Alice\'s line', dir: 'both', lossy: ['alice', 'bob'], gate: false },
+    { name: 'both ways on Alice\'s line', dir: 'both', lossy: ['alice', 'bob'], gate: true },
   ];
   /** @type {string[]} */
   const failures = [];
