@@ -39,17 +39,6 @@ const TAG_LENGTH = getSuite(SUITE).Nt;
 const LOOKAHEAD = 4;
 /** How long a replaced key stays usable for frames still in flight. */
 const KEEP_OLD_MS = 5000;
-/**
- * A peer's video that comes back after this long without a frame (an
- * outage, a network change, an ICE restart) gets a key-frame request at
- * once: the frames lost meanwhile leave the decoder waiting, and Chromium
- * asks by itself only after 3 s without a decodable frame. Measured in
- * tests/browser/netns.test.mjs (a 3 s link-down, 5 runs, both sides):
- * video decoded again 0.15 to 0.3 s after the link was back in 7 of 10
- * cases with this request, 2.7 s in the other 3; about 3 s on both sides
- * in the one run without it.
- */
-const VIDEO_GAP_MS = 1000;
 
 const te = new TextEncoder();
 const LABEL = te.encode('parley/1 media');
@@ -150,15 +139,9 @@ function encrypter(kind) {
  * @returns {(frame: any, controller: TransformStreamDefaultController) => Promise<void>}
  */
 function decrypter(peer, kind) {
-  let lastVideo = 0;
   return async (frame, controller) => {
     const p = peerKeys(peer);
     const data = new Uint8Array(frame.data);
-    if (kind === 'video') {
-      const now = performance.now();
-      if (lastVideo && now - lastVideo > VIDEO_GAP_MS) requestKeyFrame(peer);
-      lastVideo = now;
-    }
     const drop = (/** @type {string} */ why) => {
       p.dropped++;
       p.reasons[why] = (p.reasons[why] || 0) + 1;
