@@ -23,10 +23,18 @@
 //   {op: 'streams', role, peer, kind, readable, writable}     createEncodedStreams fallback
 //   {op: 'stats'}                                             → {op: 'stats', stats}
 // Worker → page: {op: 'stats', stats: {sent, unsent, peers: {[peer]: {opened, dropped, reasons}}}}
+// reasons counts dropped frames by why: empty, short (no room for SFrame),
+// and SFrameReceiver's own (badHeader, unknownKid, auth, replay), except
+// that a frame refused as a replay which is a copy of one opened recently
+// (same KID, counter, clear prefix and tag: delivered twice) counts as
+// duplicate (recent.js).
 
-import { SFrameSender, SFrameReceiver, parseHeader, splitKid, makeKid, ratchet, AES_128_GCM_SHA256_128 } from './sframe.js';
+import { SFrameSender, SFrameReceiver, parseHeader, splitKid, makeKid, ratchet, getSuite, AES_128_GCM_SHA256_128 } from './sframe.js';
+import { RecentFrames } from './recent.js';
 
 const SUITE = AES_128_GCM_SHA256_128;
+/** That suite's authentication tag length in bytes (Nt). */
+const TAG_LENGTH = getSuite(SUITE).Nt;
 /** How many ratchet steps a receiver looks ahead of the newest key it holds. */
 const LOOKAHEAD = 4;
 /** How long a replaced key stays usable for frames still in flight. */
@@ -42,7 +50,7 @@ let unsent = 0;
 
 /**
  * @typedef {{rx: SFrameReceiver, newest: {gen: number, step: number, base: Uint8Array, index: number} | null,
- *   opened: number, dropped: number, reasons: Record<string, number>, ahead: Promise<void>}} PeerKeys
+ *   opened: number, dropped: number, reasons: Record<string, number>, ahead: Promise<void>, recent: RecentFrames}} PeerKeys
  */
 /** @type {Map<string, PeerKeys>} */
 const peers = new Map();
@@ -56,7 +64,7 @@ const receivers = new Map();
 function peerKeys(peer) {
   let p = peers.get(peer);
   if (!p) {
-    p = { rx: new SFrameReceiver(SUITE), newest: null, opened: 0, dropped: 0, reasons: {}, ahead: Promise.resolve() };
+    p = { rx: new SFrameReceiver(SUITE), newest: null, opened: 0, dropped: 0, reasons: {}, ahead: Promise.resolve(), recent: new RecentFrames(TAG_LENGTH) };
     peers.set(peer, p);
   }
   return p;
@@ -147,11 +155,16 @@ function decrypter(peer, kind) {
     const before = { ...p.rx.stats };
     const plain = (await lookAhead(p, meta, body)) || (await p.rx.open(meta, body));
     if (!plain) {
-      // Name the reason (replay, auth, unknownKid, ...) for diagnosis.
+      // Name the reason (replay, auth, unknownKid, ...) for diagnosis. A
+      // frame refused as a replay that is a copy of one we opened a moment
+      // ago (delivered twice) counts as "duplicate": "replay" is left for
+      // frames that could be someone sending old frames again.
       const st = /** @type {Record<string, number>} */ (/** @type {unknown} */ (p.rx.stats));
       const b = /** @type {Record<string, number>} */ (/** @type {unknown} */ (before));
-      return drop(Object.keys(b).find((k) => st[k] !== b[k]) || 'open');
+      const why = Object.keys(b).find((k) => st[k] !== b[k]) || 'open';
+      return drop(why === 'replay' && p.recent.has(prefix, body) ? 'duplicate' : why);
     }
+    p.recent.add(prefix, body);
     const out = new Uint8Array(n + plain.length);
     out.set(prefix);
     out.set(plain, n);

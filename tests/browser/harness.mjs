@@ -170,13 +170,15 @@ const recordPeerConnections = () => {
 
 /**
  * Launches one participant: a separate Chromium with its own profile and a
- * fake camera (640x480, 20 fps) and microphone (a beep).
- * @param {{args?: string[]}} [opts]
+ * fake camera (640x480, 20 fps) and microphone (a beep). executablePath
+ * replaces Debian's chromium, e.g. with a wrapper that starts it inside a
+ * network namespace (netns.test.mjs).
+ * @param {{args?: string[], executablePath?: string}} [opts]
  */
 export async function launchBrowser(opts = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'parley-chromium-'));
   const ctx = await chromium.launchPersistentContext(dir, {
-    executablePath: CHROMIUM,
+    executablePath: opts.executablePath || CHROMIUM,
     headless: false,
     ignoreDefaultArgs: ['--headless'],
     args: [

@@ -94,6 +94,8 @@ export class SignalingClient {
     /** @type {Message[]} */
     this.outbox = [];
     this.reconnecting = false;
+    /** While reconnecting, between attempts: make the next attempt now. @type {(() => void)|null} */
+    this.hurry = null;
   }
 
   /**
@@ -203,6 +205,16 @@ export class SignalingClient {
     this.reconnecting = true;
     const started = Date.now();
     let attempt = 0;
+    /**
+     * The next attempt after ms, or at once through hurry() (a network
+     * change: the backoff starts again from its shortest delay, since the
+     * network that failed the earlier attempts is gone).
+     * @param {number} ms
+     */
+    const later = (ms) => {
+      const timer = setTimeout(() => { this.hurry = null; tryOnce(); }, ms);
+      this.hurry = () => { clearTimeout(timer); this.hurry = null; attempt = 0; tryOnce(); };
+    };
     const tryOnce = () => {
       if (this.closedByUs) return;
       if (Date.now() - started > RECONNECT_GIVE_UP_MS) {
@@ -217,7 +229,7 @@ export class SignalingClient {
         for (const out of this.outbox.splice(0)) this.send(out);
       }, (e) => {
         if (e.code === 'unreachable') {
-          setTimeout(tryOnce, backoff(attempt++));
+          later(backoff(attempt++));
           return;
         }
         // Our place is gone (resume-failed) or the room is (link-expired, ...).
@@ -225,7 +237,30 @@ export class SignalingClient {
         this.onclose(new SignalingError(e.code === 'resume-failed' ? 'resume-failed' : e.code, e.message));
       });
     };
-    setTimeout(tryOnce, backoff(attempt++));
+    later(backoff(attempt++));
+  }
+
+  /**
+   * This device's network changed. The WebSocket may be tied to an address
+   * the device no longer has, and TCP would not tell for minutes: replace
+   * it now and resume our place (what is sent meanwhile waits in the
+   * outbox, so an ICE restart's offer gets through). The old socket is
+   * closed but may still deliver what the server wrote to it before the
+   * resume. While already reconnecting, the next attempt is made at once.
+   */
+  renew() {
+    if (!this.joined || this.closedByUs || !this.resumeToken) return;
+    if (this.reconnecting) {
+      this.hurry?.();
+      return;
+    }
+    const ws = this.ws;
+    this.ws = null;
+    if (ws) {
+      ws.onclose = null;
+      try { ws.close(4000, 'network changed'); } catch { /* already closing */ }
+    }
+    this.reconnect();
   }
 
   /**

@@ -502,10 +502,16 @@ export class CallSession {
   /**
    * This device's network changed (Wi-Fi to mobile data, back online):
    * every connection gets a new media path now, instead of waiting for
-   * ICE to notice the old one is gone.
+   * ICE to notice the old one is gone. Nothing while the device is
+   * offline (its link went down): there is no path to restart onto, and
+   * the offer would wait in the signaling outbox and arrive stale, just
+   * before the one the "online" event makes — two restarts where one does.
    */
   networkChanged() {
-    if (this.ended) return;
+    if (this.ended || navigator.onLine === false) return;
+    // A new signaling connection first: the old one may be tied to an
+    // address that is gone, and would swallow the restart's offer.
+    this.sig.renew();
     for (const r of this.remotes.values()) {
       r.iceRestartAt = Date.now();
       this.restartIce(r);
