@@ -20,6 +20,7 @@
 //   {op: 'send-key', kid: bigint, key: Uint8Array}           switch our sender key
 //   {op: 'recv-key', peer: string, kid: bigint, key: Uint8Array} a peer's key
 //   {op: 'drop-peer', peer: string}                           forget a peer's keys
+//   {op: 'key-frame', peer: string}                           a connection is back: key frames both ways
 //   {op: 'streams', role, peer, kind, readable, writable}     createEncodedStreams fallback
 //   {op: 'stats'}                                             → {op: 'stats', stats}
 // Worker → page: {op: 'stats', stats: {sent, unsent, peers: {[peer]: {opened, dropped, reasons}}}}
@@ -285,6 +286,15 @@ self.onmessage = async (/** @type {MessageEvent} */ ev) => {
       if (prev) retire(p, makeKid(prev.index, prev.gen, prev.step));
       // Frames under this key may already have been dropped: get a key frame now.
       if (p.dropped > 0) requestKeyFrame(m.peer);
+      break;
+    }
+    case 'key-frame': {
+      // A connection came back (session.js): a key frame from this peer
+      // (our request) and one from us (every peer gets it; one per outage).
+      requestKeyFrame(m.peer);
+      for (const t of senders) {
+        try { await t.generateKeyFrame?.(); } catch { /* not all browsers */ }
+      }
       break;
     }
     case 'drop-peer':

@@ -20,7 +20,7 @@ const isFirefox = /Firefox\//.test(navigator.userAgent);
  * @typedef {{
  *   id: string, name: string, pc: RTCPeerConnection, stream: MediaStream, polite: boolean,
  *   makingOffer: boolean, ignoreOffer: boolean, pendingCandidates: RTCIceCandidateInit[],
- *   state: string, restartTimer: number, badSeconds: number, codecsSet?: WeakSet<RTCRtpTransceiver>,
+ *   state: string, upOnce?: boolean, restartTimer: number, badSeconds: number, codecsSet?: WeakSet<RTCRtpTransceiver>,
  *   createdAt: number, everConnected: boolean, downSince: number, upSince: number, data?: PeerData, iceRestartAt: number,
  * }} Remote
  * @typedef {{
@@ -764,7 +764,15 @@ export class CallSession {
       }
     };
     pc.onconnectionstatechange = () => {
+      const was = r.state;
       r.state = pc.connectionState;
+      // Back after an outage or an ICE restart: the frames lost meanwhile
+      // leave each decoder waiting for a key frame, which Chromium asks for
+      // by itself only after about 3 s. Ask now, both ways.
+      if (pc.connectionState === 'connected' && was !== 'connected' && r.upOnce) {
+        this.worker.postMessage({ op: 'key-frame', peer: r.id });
+      }
+      if (pc.connectionState === 'connected') r.upOnce = true;
       if (pc.connectionState === 'failed' && !r.polite && Date.now() - r.iceRestartAt >= 5000) {
         r.iceRestartAt = Date.now();
         this.restartIce(r);
