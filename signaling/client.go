@@ -1,6 +1,7 @@
 package signaling
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -440,19 +441,30 @@ func (c *client) forward(in *Message) {
 }
 
 // relayedE2EE is json.Marshal(Message{Type: TypeE2EE, From: from, Payload:
-// payload}) in one allocation, without encoding/json's reflection: the
-// most frequent message the server relays. from is a peer id (newID:
-// base64url, nothing to escape); payload is a JSON value that the decoder
-// has checked, copied as it came (json.Marshal would also drop its
-// insignificant spaces and escape <, > and & in its strings: the same
-// value to any JSON parser).
+// payload}) without encoding/json's reflection: the most frequent message
+// the server relays. from is a peer id (newID: base64url, nothing to
+// escape); payload is a JSON value that the decoder has checked. As with
+// json.Marshal, white space outside strings is dropped from it
+// (docs/protocol.md); unlike it, <, > and & in its strings are not
+// escaped as \u003c and the like: the same value to any JSON parser.
 func relayedE2EE(from string, payload json.RawMessage) []byte {
 	const head, mid, tail = `{"type":"e2ee","from":"`, `","payload":`, `}`
 	b := make([]byte, 0, len(head)+len(from)+len(mid)+len(payload)+len(tail))
 	b = append(b, head...)
 	b = append(b, from...)
 	b = append(b, mid...)
-	b = append(b, payload...)
+	if bytes.ContainsAny(payload, " \t\r\n") {
+		// Maybe white space outside strings (inside them only a space
+		// may stand unescaped): compact.
+		buf := bytes.NewBuffer(b)
+		if json.Compact(buf, payload) == nil {
+			b = buf.Bytes()
+		} else {
+			b = append(b, payload...) // cannot happen: the decoder checked it
+		}
+	} else {
+		b = append(b, payload...)
+	}
 	return append(b, tail...)
 }
 

@@ -74,6 +74,10 @@ func TestRelayedE2EE(t *testing.T) {
 		if !reflect.DeepEqual(g, w) || len(g) != 3 {
 			t.Errorf("%s: relayed %s, json.Marshal %s", in, got, want)
 		}
+		// Byte for byte json.Marshal's, but for its escaping of <, > and &.
+		if w := strings.NewReplacer(`\u003c`, "<", `\u003e`, ">", `\u0026`, "&").Replace(string(want)); string(got) != w {
+			t.Errorf("%s: relayed %s, want %s", in, got, w)
+		}
 	}
 }
 
