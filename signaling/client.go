@@ -1,6 +1,7 @@
 package signaling
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -163,20 +164,35 @@ func (c *client) run() {
 			c.sendError(protoErr(CodeBadMessage, "Messages must be JSON text.", ErrBadMessage))
 			continue
 		}
-		m, err := DecodeMessage(data)
+		m := messages.Get().(*Message)
+		err = decodeInto(m, data)
 		// The decoded message holds copies: the buffer may go back.
 		putReadBuffer(buf)
 		if err != nil {
+			putMessage(m)
 			var pe *ProtocolError
 			if errors.As(err, &pe) {
 				c.sendError(pe)
 			}
 			continue
 		}
-		if stop := c.handle(m); stop {
+		stop := c.handle(m)
+		putMessage(m)
+		if stop {
 			return
 		}
 	}
+}
+
+// messages holds the Message each read is decoded into (about 500 bytes,
+// which would otherwise be allocated for every message). handle keeps
+// fields (a knock's payload, a roster), which are allocations of their
+// own, but never the Message.
+var messages = sync.Pool{New: func() any { return new(Message) }}
+
+func putMessage(m *Message) {
+	*m = Message{}
+	messages.Put(m)
 }
 
 // readBuffers lends the reader a buffer for one message at a time, as
@@ -396,15 +412,19 @@ func (c *client) forward(in *Message) {
 		out.Payload = in.Payload
 	}
 	to := in.To
-	// Written over in, which is on the heap already: a new *Message given
-	// to json.Marshal would be one more allocation per relayed message.
-	m := in
-	*m = out
-	data, _ := json.Marshal(m)
+	var data []byte
+	if out.Type == TypeE2EE {
+		data = relayedE2EE(c.id, out.Payload)
+	} else {
+		// Written over in, which is on the heap already: a new *Message
+		// given to json.Marshal would be one more allocation.
+		*in = out
+		data, _ = json.Marshal(in)
+	}
 	rm := c.room
 	rm.mu.Lock()
 	defer rm.mu.Unlock()
-	if to == "" && m.Type == TypeE2EE {
+	if to == "" && out.Type == TypeE2EE {
 		for id, p := range rm.peers {
 			if id != c.id {
 				p.enqueue(data)
@@ -418,6 +438,34 @@ func (c *client) forward(in *Message) {
 		return
 	}
 	p.enqueue(data)
+}
+
+// relayedE2EE is json.Marshal(Message{Type: TypeE2EE, From: from, Payload:
+// payload}) without encoding/json's reflection: the most frequent message
+// the server relays. from is a peer id (newID: base64url, nothing to
+// escape); payload is a JSON value that the decoder has checked. As with
+// json.Marshal, white space outside strings is dropped from it
+// (docs/protocol.md); unlike it, <, > and & in its strings are not
+// escaped as \u003c and the like: the same value to any JSON parser.
+func relayedE2EE(from string, payload json.RawMessage) []byte {
+	const head, mid, tail = `{"type":"e2ee","from":"`, `","payload":`, `}`
+	b := make([]byte, 0, len(head)+len(from)+len(mid)+len(payload)+len(tail))
+	b = append(b, head...)
+	b = append(b, from...)
+	b = append(b, mid...)
+	if bytes.ContainsAny(payload, " \t\r\n") {
+		// Maybe white space outside strings (inside them only a space
+		// may stand unescaped): compact.
+		buf := bytes.NewBuffer(b)
+		if json.Compact(buf, payload) == nil {
+			b = buf.Bytes()
+		} else {
+			b = append(b, payload...) // cannot happen: the decoder checked it
+		}
+	} else {
+		b = append(b, payload...)
+	}
+	return append(b, tail...)
 }
 
 func (c *client) leaveRoom(reason string) {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"sync"
 	"unicode"
 	"unicode/utf8"
 )
@@ -159,23 +160,58 @@ type Message struct {
 // DecodeMessage parses and checks one client message. It never panics; every
 // failure is a *ProtocolError with code bad-message or unknown-type.
 func DecodeMessage(data []byte) (*Message, error) {
+	m := new(Message)
+	if err := decodeInto(m, data); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// A decoder is a json.Decoder that rejects unknown fields, over a reader
+// that decodeInto points at each message in turn. json.NewDecoder costs
+// about 1 KB (the decoder, its 512-byte buffer, its scanner) for every
+// message, most of what relaying one allocated; a decoder that has read
+// one whole message and nothing after it is back where it started, with
+// its buffers, and goes back to the pool. One that failed does not.
+type decoder struct {
+	r   bytes.Reader
+	dec *json.Decoder
+}
+
+var decoders = sync.Pool{New: func() any {
+	d := new(decoder)
+	d.dec = json.NewDecoder(&d.r)
+	d.dec.DisallowUnknownFields()
+	return d
+}}
+
+// decodeInto is DecodeMessage into *m, which must be the zero Message
+// (json.RawMessage fields are appended to, not replaced).
+func decodeInto(m *Message, data []byte) error {
 	if len(data) > MaxMessageSize {
-		return nil, protoErr(CodeBadMessage, fmt.Sprintf("Message over %d bytes.", MaxMessageSize), ErrBadMessage)
+		return protoErr(CodeBadMessage, fmt.Sprintf("Message over %d bytes.", MaxMessageSize), ErrBadMessage)
 	}
 	if !utf8.Valid(data) {
-		return nil, protoErr(CodeBadMessage, "Message is not valid UTF-8.", ErrBadMessage)
+		return protoErr(CodeBadMessage, "Message is not valid UTF-8.", ErrBadMessage)
 	}
-	var m Message
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&m); err != nil {
-		return nil, protoErr(CodeBadMessage, "Message is not a valid JSON object of this protocol: "+clip(err.Error(), 200), ErrBadMessage)
+	d := decoders.Get().(*decoder)
+	d.r.Reset(data)
+	if err := d.dec.Decode(m); err != nil {
+		return protoErr(CodeBadMessage, "Message is not a valid JSON object of this protocol: "+clip(err.Error(), 200), ErrBadMessage)
 	}
-	if dec.More() {
-		return nil, protoErr(CodeBadMessage, "Only one JSON object per message.", ErrBadMessage)
+	if d.dec.More() {
+		return protoErr(CodeBadMessage, "Only one JSON object per message.", ErrBadMessage)
 	}
-	bad := func(format string, args ...any) (*Message, error) {
-		return nil, protoErr(CodeBadMessage, fmt.Sprintf(format, args...), ErrBadMessage)
+	// More read to the end of data: nothing is left in the decoder.
+	d.r.Reset(nil)
+	decoders.Put(d)
+	return checkMessage(m)
+}
+
+// checkMessage applies each type's rules to a decoded message.
+func checkMessage(m *Message) error {
+	bad := func(format string, args ...any) error {
+		return protoErr(CodeBadMessage, fmt.Sprintf(format, args...), ErrBadMessage)
 	}
 	switch m.Type {
 	case TypeJoin:
@@ -225,12 +261,12 @@ func DecodeMessage(data []byte) (*Message, error) {
 	case "":
 		return bad("Message has no \"type\".")
 	default:
-		return nil, protoErr(CodeUnknownType, fmt.Sprintf("Unknown message type %q.", clip(m.Type, 40)), ErrUnknownType)
+		return protoErr(CodeUnknownType, fmt.Sprintf("Unknown message type %q.", clip(m.Type, 40)), ErrUnknownType)
 	}
 	if m.From != "" {
 		return bad("\"from\" is set by the server, not the client.")
 	}
-	return &m, nil
+	return nil
 }
 
 // CleanName checks and normalises a display name: surrounding space
