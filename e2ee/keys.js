@@ -184,12 +184,15 @@ async function epochOf(room, pids) {
   return new Uint8Array(await crypto.subtle.digest('SHA-256', buf(cat('parley/1 epoch', lp(room), ...items))));
 }
 
+/** The highest safety-code round attempt (docs/security.md §4.1). */
+const MAX_ATTEMPT = 0x7fffffff;
+
 /**
- * A commitment to r: SHA-256("parley/1 commit" || lp(R) || lp(pid) || lp(epoch) || r).
- * @param {string} room @param {string} pid @param {Uint8Array} epoch @param {Uint8Array} r
+ * A commitment to r: SHA-256("parley/1 commit" || lp(R) || lp(pid) || lp(epoch) || u32(attempt) || r).
+ * @param {string} room @param {string} pid @param {Uint8Array} epoch @param {number} attempt @param {Uint8Array} r
  */
-async function commitment(room, pid, epoch, r) {
-  return new Uint8Array(await crypto.subtle.digest('SHA-256', buf(cat('parley/1 commit', lp(room), lp(pid), lp(epoch), r))));
+async function commitment(room, pid, epoch, attempt, r) {
+  return new Uint8Array(await crypto.subtle.digest('SHA-256', buf(cat('parley/1 commit', lp(room), lp(pid), lp(epoch), uint(attempt, 4), r))));
 }
 
 /** Constant-time equality of two byte strings. @param {Uint8Array} a @param {Uint8Array} b */
@@ -278,14 +281,37 @@ export class KeyAgreement {
      * The safety-code round of the current membership: commit to a random r,
      * reveal it once everyone's commitment is in, then compute the code from
      * every r. Nobody can choose their r after seeing another's, so a server
-     * that knows the link cannot grind two views into one code.
-     * @type {{epoch: Uint8Array, tag: string, r: Uint8Array, pids: string[], revealed: boolean} | null}
+     * that knows the link cannot grind two views into one code. A round is
+     * an (epoch, attempt) pair: the same membership can come back, and the
+     * attempt tells its new round from an old one still in flight. Each
+     * attempt is a new object, so `this.round !== round` after an await
+     * means the round moved on.
+     * `c` is our commitment once computed; `resent` the peers we sent it
+     * to again because they were behind.
+     * @type {{epoch: Uint8Array, tag: string, attempt: number, r: Uint8Array, c?: Uint8Array, pids: string[], revealed: boolean, resent: Set<string>} | null}
      */
     this.round = null;
-    /** Commitments and reveals received, by epoch tag then pid. @type {Map<string, Map<string, {commit?: Uint8Array, r?: Uint8Array}>>} */
+    /**
+     * Commitments and reveals received, by epoch tag: only the highest
+     * attempt seen, then by pid. @type {Map<string, {attempt: number, got: Map<string, {commit?: Uint8Array, r?: Uint8Array}>}>}
+     */
     this.rounds = new Map();
-    this.restarts = 0;
-    this.restartWindow = 0;
+    /**
+     * The highest attempt this page used or saw, by epoch tag, for the
+     * 1024 most recent epochs. @type {Map<string, number>}
+     */
+    this.lastAttempt = new Map();
+    /** Moves to a higher attempt in the current 10 s window (at most 10). */
+    this.moves = 0;
+    this.moveWindow = 0;
+    /**
+     * Commitments that came over the move limit: every member's, of the
+     * highest attempt pending, handled when the window ends.
+     * @type {{attempt: number, msgs: Map<string, any>} | null}
+     */
+    this.deferred = null;
+    /** @type {ReturnType<typeof setTimeout>|undefined} */
+    this.deferTimer = undefined;
     /** @type {ReturnType<typeof setInterval>|undefined} */
     this.rekeyTimer = undefined;
     /**
@@ -565,8 +591,9 @@ export class KeyAgreement {
   }
 
   /**
-   * Starts a safety-code round for the current confirmed membership. Alone,
-   * the code is computed at once (there is nobody to compare with).
+   * Starts a safety-code round for the current confirmed membership
+   * (docs/security.md §4.1). Alone, the code is computed at once (there is
+   * nobody to compare with).
    */
   async updateCode() {
     if (!this.myId) return;
@@ -574,101 +601,215 @@ export class KeyAgreement {
     const epoch = await epochOf(this.room, pids);
     const tag = b64url(epoch);
     if (this.round && this.round.tag === tag) return;
+    if (this.round) this.sawAttempt(this.round.tag, this.round.attempt);
     this.code = '';
-    const r = crypto.getRandomValues(new Uint8Array(32));
-    this.round = { epoch, tag, r, pids, revealed: false };
-    // Forget rounds of other memberships, keeping what already arrived for this one.
-    for (const k of [...this.rounds.keys()]) if (k !== tag) this.rounds.delete(k);
+    // Above every attempt we used or saw for this membership, unless peers
+    // that got here first already committed to a higher one.
+    const last = this.lastAttempt.get(tag);
+    let attempt = last === undefined ? 0 : Math.min(last + 1, MAX_ATTEMPT);
+    let held = this.rounds.get(tag);
+    if (held && held.attempt >= attempt) attempt = held.attempt;
+    else held = { attempt, got: new Map() };
+    for (const [k, v] of [...this.rounds]) {
+      if (k === tag) continue;
+      this.sawAttempt(k, v.attempt);
+      this.rounds.delete(k);
+    }
+    this.rounds.set(tag, held);
+    this.round = { epoch, tag, attempt, r: crypto.getRandomValues(new Uint8Array(32)), pids, revealed: false, resent: new Set() };
     if (pids.length === 1) {
-      this.code = await this.computeCode(this.round, [r]);
+      this.code = await this.computeCode(this.round, [this.round.r]);
       return;
     }
-    const c = await commitment(this.room, this.myId, epoch, r);
-    for (const pid of pids) if (pid !== this.myId) this.hooks.send({ t: 'commit', epoch: tag, c: b64url(c) }, pid);
+    await this.sendCommit();
     await this.progress();
+  }
+
+  /** Records an attempt used or seen for an epoch. @param {string} tag @param {number} attempt */
+  sawAttempt(tag, attempt) {
+    const prev = this.lastAttempt.get(tag);
+    this.lastAttempt.delete(tag);
+    this.lastAttempt.set(tag, prev === undefined ? attempt : Math.max(prev, attempt));
+    if (this.lastAttempt.size > 1024) this.lastAttempt.delete(/** @type {string} */ (this.lastAttempt.keys().next().value));
+  }
+
+  /** Sends this page's commitment for the current round to every other member. */
+  async sendCommit() {
+    const round = this.round;
+    if (!round) return;
+    const c = await commitment(this.room, this.myId, round.epoch, round.attempt, round.r);
+    if (this.round !== round) return;
+    round.c = c;
+    for (const pid of round.pids) if (pid !== this.myId) this.hooks.send({ t: 'commit', epoch: round.tag, attempt: round.attempt, c: b64url(c) }, pid);
+  }
+
+  /**
+   * Moves the current round to attempt `a` with a fresh r (a peer came
+   * back to this membership, moved on before us, or we lost one of its
+   * commitments). Returns false when it may not move now.
+   * @param {number} a
+   */
+  async moveTo(a) {
+    const round = /** @type {NonNullable<typeof this.round>} */ (this.round);
+    if (!this.mayMove()) return false;
+    this.round = { ...round, attempt: a, r: crypto.getRandomValues(new Uint8Array(32)), c: undefined, revealed: false, resent: new Set() };
+    this.rounds.set(round.tag, { attempt: a, got: new Map() });
+    if (this.code) { this.code = ''; this.hooks.onChange(); }
+    await this.sendCommit();
+    return true;
   }
 
   /** @param {Member} m @param {any} p */
   async onRound(m, p) {
     if (typeof p.epoch !== 'string' || p.epoch.length > 64) return;
+    const a = p.attempt;
     let bytes;
     try {
+      if (!Number.isInteger(a) || a < 0 || a > MAX_ATTEMPT) throw new Error('attempt');
       bytes = unb64url(p.t === 'commit' ? p.c : p.r);
     } catch {
       return this.reject(m.pid, 'sent a malformed safety-code message');
     }
     if (bytes.length !== 32) return this.reject(m.pid, 'sent a malformed safety-code message');
-    let got = this.rounds.get(p.epoch);
-    if (!got) {
-      if (this.rounds.size >= 8) return; // bounded: a server cannot make us store junk
-      got = new Map();
-      this.rounds.set(p.epoch, got);
-    }
-    const e = got.get(m.pid) || {};
-    got.set(m.pid, e);
-    if (p.t === 'commit') {
-      if (e.commit && equalBytes(e.commit, bytes)) return; // a repeat
-      if (e.commit && this.round && p.epoch === this.round.tag) {
-        // The peer started this membership's round again (its view went
-        // away and came back): start ours again too, with a fresh r, so
-        // nobody's r is chosen after seeing another's.
-        return this.restartRound(m.pid, bytes);
+    const round = this.round;
+    if (!round || p.epoch !== round.tag) return this.stash(m, p, bytes);
+    if (a < round.attempt) {
+      // From an earlier round of this membership, or from a peer that is
+      // behind: if it lost our commitment, send it again (once per attempt).
+      if (p.t === 'commit' && round.c && round.pids.includes(m.pid) && !round.resent.has(m.pid)) {
+        round.resent.add(m.pid);
+        this.hooks.send({ t: 'commit', epoch: round.tag, attempt: round.attempt, c: b64url(round.c) }, m.pid);
       }
-      e.commit = bytes;
-      e.r = undefined;
-    } else {
-      if (!e.commit || e.r) return; // a reveal needs its commitment first, and counts once
-      e.r = bytes;
+      return;
     }
+    const held = /** @type {{attempt: number, got: Map<string, {commit?: Uint8Array, r?: Uint8Array}>}} */ (this.rounds.get(round.tag));
+    const e = a === round.attempt ? held.got.get(m.pid) : undefined;
+    if (p.t === 'reveal' && !e?.commit) {
+      // A reveal whose commitment we never got (lost, or injected): nobody
+      // can finish this attempt with us, so start the next one.
+      const next = Math.max(a, round.attempt) + 1;
+      if (next > MAX_ATTEMPT) {
+        // Only injected attempts get this far (honest pages count up from 0).
+        this.code = '';
+        this.hooks.onChange();
+        return this.reject(m.pid, 'pushed the safety-code check past its last attempt: start a new call to compare codes');
+      }
+      if (!(await this.moveTo(next))) this.deferMove(m.pid, { t: 'commit', epoch: p.epoch, attempt: next, c: '' });
+      return this.progress();
+    }
+    if (a > round.attempt && !(await this.moveTo(a))) return this.deferMove(m.pid, p);
+    const now = /** @type {{attempt: number, got: Map<string, {commit?: Uint8Array, r?: Uint8Array}>}} */ (this.rounds.get(round.tag));
+    this.record(now.got, m.pid, p.t, bytes);
     await this.progress();
   }
 
   /**
-   * Starts the current round again with a fresh r, keeping only the new
-   * commitment that triggered it. Bounded, so replayed commitments cannot
-   * keep us busy.
-   * @param {string} pid @param {Uint8Array} commit
+   * Keeps a message for an epoch that is not the current one: a peer may
+   * reach an epoch first. Only the highest attempt is kept, and at most 8
+   * epochs, so a server cannot make us store junk.
+   * @param {Member} m @param {any} p @param {Uint8Array} bytes
    */
-  async restartRound(pid, commit) {
-    const round = this.round;
-    if (!round) return;
+  stash(m, p, bytes) {
+    let held = this.rounds.get(p.epoch);
+    if (!held) {
+      if (this.rounds.size >= 8) { this.sawAttempt(p.epoch, p.attempt); return; }
+      held = { attempt: p.attempt, got: new Map() };
+      this.rounds.set(p.epoch, held);
+    } else if (p.attempt < held.attempt) {
+      return;
+    } else if (p.attempt > held.attempt) {
+      held.attempt = p.attempt;
+      held.got = new Map();
+    }
+    this.record(held.got, m.pid, p.t, bytes);
+  }
+
+  /**
+   * One commitment per member and attempt (a repeat, or a second one, is
+   * ignored); a reveal counts once, and only after its commitment.
+   * @param {Map<string, {commit?: Uint8Array, r?: Uint8Array}>} got @param {string} pid @param {string} t @param {Uint8Array} bytes
+   */
+  record(got, pid, t, bytes) {
+    const e = got.get(pid) || {};
+    if (t === 'commit') {
+      if (e.commit) return;
+      e.commit = bytes;
+      got.set(pid, e);
+    } else if (e.commit && !e.r) {
+      e.r = bytes;
+    }
+  }
+
+  /** Whether the round may move to a higher attempt now: at most 10 moves in 10 s. */
+  mayMove() {
     const now = Date.now();
-    if (now - this.restartWindow > 10000) { this.restartWindow = now; this.restarts = 0; }
-    if (this.restarts++ >= 10) return;
-    round.r = crypto.getRandomValues(new Uint8Array(32));
-    round.revealed = false;
-    this.code = '';
-    this.rounds.set(round.tag, new Map([[pid, { commit }]]));
-    const c = await commitment(this.room, this.myId, round.epoch, round.r);
-    for (const other of round.pids) if (other !== this.myId) this.hooks.send({ t: 'commit', epoch: round.tag, c: b64url(c) }, other);
-    this.hooks.onChange();
-    await this.progress();
+    if (now - this.moveWindow > 10000) { this.moveWindow = now; this.moves = 0; }
+    if (this.moves >= 10) return false;
+    this.moves++;
+    return true;
+  }
+
+  /**
+   * Keeps commitments that came over the move limit (every member's, of
+   * the highest attempt pending) and handles them once the window has
+   * passed, so the round is delayed, not stuck. No code is shown meanwhile.
+   * @param {string} pid @param {any} p
+   */
+  deferMove(pid, p) {
+    if (this.code) { this.code = ''; this.hooks.onChange(); }
+    if (!this.deferred || p.attempt > this.deferred.attempt) this.deferred = { attempt: p.attempt, msgs: new Map() };
+    // One per member; a real commitment replaces a placeholder.
+    if (p.attempt === this.deferred.attempt && (!this.deferred.msgs.has(pid) || this.deferred.msgs.get(pid).c === '')) this.deferred.msgs.set(pid, p);
+    if (this.deferTimer !== undefined) return;
+    const wait = Math.max(0, this.moveWindow + 10000 - Date.now()) + 10;
+    this.deferTimer = setTimeout(() => {
+      this.deferTimer = undefined;
+      const d = this.deferred;
+      this.deferred = null;
+      if (!d) return;
+      for (const [from, msg] of d.msgs) {
+        // A placeholder (a lost commitment made us want to move) moves only.
+        if (msg.c === '') {
+          this.queue = this.queue.then(async () => {
+            if (this.round && this.round.tag === msg.epoch && msg.attempt > this.round.attempt && !(await this.moveTo(msg.attempt))) this.deferMove(from, msg);
+            await this.progress();
+          }).catch((e) => console.warn('e2ee round', e));
+        } else {
+          this.onMessage(from, msg);
+        }
+      }
+    }, wait);
   }
 
   /** Reveals once every commitment is in; computes the code once every reveal checks out. */
   async progress() {
     const round = this.round;
     if (!round || round.pids.length === 1) return;
-    const got = this.rounds.get(round.tag) || new Map();
+    const held = this.rounds.get(round.tag);
+    if (!held || held.attempt !== round.attempt) return;
+    const got = held.got;
     const others = round.pids.filter((p) => p !== this.myId);
     if (!others.every((p) => got.get(p)?.commit)) return;
     if (!round.revealed) {
       round.revealed = true;
-      for (const pid of others) this.hooks.send({ t: 'reveal', epoch: round.tag, r: b64url(round.r) }, pid);
+      for (const pid of others) this.hooks.send({ t: 'reveal', epoch: round.tag, attempt: round.attempt, r: b64url(round.r) }, pid);
     }
     if (!others.every((p) => got.get(p)?.r)) return;
     const rs = [round.r];
     for (const pid of others) {
       const e = /** @type {{commit: Uint8Array, r: Uint8Array}} */ (got.get(pid));
-      if (!equalBytes(await commitment(this.room, pid, round.epoch, e.r), e.commit)) {
+      if (!equalBytes(await commitment(this.room, pid, round.epoch, round.attempt, e.r), e.commit)) {
+        if (this.round !== round) return;
         this.code = '';
         this.hooks.onChange();
         return this.reject(pid, 'revealed a safety-code value that does not match its commitment');
       }
       rs.push(e.r);
     }
-    if (this.round !== round) return; // membership changed meanwhile
-    this.code = await this.computeCode(round, rs);
+    if (this.round !== round) return; // membership or attempt changed meanwhile
+    const code = await this.computeCode(round, rs);
+    if (this.round !== round) return;
+    this.code = code;
     this.hooks.onChange();
   }
 
@@ -693,6 +834,7 @@ export class KeyAgreement {
   /** Stops the periodic rekeying (the page is leaving the call). */
   stop() {
     clearInterval(this.rekeyTimer);
+    clearTimeout(this.deferTimer);
   }
 
   /** Confirmed participants' ids. */

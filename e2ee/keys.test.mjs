@@ -12,21 +12,46 @@ const room = 'AAAAAAAAAAAAAAAAAAAAAA';
 const nets = [];
 after(() => { for (const n of nets) n.stopAll(); });
 
-/** A little server: delivers each member's messages to the others, in order, unless blocked. */
-function network() {
+/**
+ * A little server: delivers each member's messages to the others, in order,
+ * unless blocked. With `seed`, each message waits a random 0–`jitterMs` ms
+ * first, and messages between one pair stay in order (as over the real
+ * server's WebSockets) while those of different pairs interleave at random.
+ * @param {{seed?: number, jitterMs?: number}} [opt]
+ */
+function network(opt = {}) {
   /** @type {Map<string, KeyAgreement>} */
   const members = new Map();
   const blocked = new Set(); // "from>to"
   let inflight = Promise.resolve();
+  let rnd = opt.seed || 0;
+  const random = () => { rnd = (rnd * 1103515245 + 12345) % 2147483648; return rnd / 2147483648; };
+  /** Per pair: the chain its messages wait on, so each pair stays in order. @type {Map<string, Promise<void>>} */
+  const pairs = new Map();
+  let pending = 0;
   const deliver = (from, to, payload) => {
     if (blocked.has(`${from}>${to}`)) return;
+    if (net.drop && net.drop(from, to, payload)) return;
     const m = members.get(to);
     if (!m) return;
     const copy = JSON.parse(JSON.stringify(payload));
-    inflight = inflight.then(() => m.onMessage(from, copy));
+    if (!opt.seed) {
+      inflight = inflight.then(() => m.onMessage(from, copy));
+      return;
+    }
+    const key = `${from}>${to}`;
+    const wait = random() * (opt.jitterMs || 20);
+    pending++;
+    const p = (pairs.get(key) || Promise.resolve())
+      .then(() => new Promise((r) => setTimeout(r, wait)))
+      .then(() => (members.get(to) === m ? m.onMessage(from, copy) : undefined))
+      .finally(() => { pending--; });
+    pairs.set(key, p);
   };
   const net = {
     members, blocked, rekeyMs: 0,
+    /** @type {((from: string, to: string, payload: any) => boolean) | null} drops the messages it returns true for */
+    drop: null,
     all: [],
     stopAll() { for (const m of net.all) m.stop(); },
     add(id, secret, opts = {}, extraHooks = {}) {
@@ -52,11 +77,11 @@ function network() {
       return ka;
     },
     async settle() {
-      for (let i = 0; i < 50; i++) {
+      for (let i = 0; i < 400; i++) {
         const before = inflight;
         await before;
         await new Promise((r) => setTimeout(r, 5));
-        if (inflight === before) return;
+        if (inflight === before && pending === 0) return;
       }
     },
   };
@@ -121,6 +146,140 @@ test('a view that goes away and comes back still converges on one code', async (
   assert.notEqual(a.code, ab, 'with fresh randomness');
   assert.deepEqual(a.warnings, []);
   assert.deepEqual(b.warnings, []);
+});
+
+/**
+ * Joins, a leave and a membership that comes back, over a server that
+ * delays every message at random (each pair in order): Ann, Ben and an
+ * inspector are in a call, Dan joins (so Dan's own rounds for Ann+Dan and
+ * Ann+Ben+Dan reach pages already past them), the inspector leaves (Ann, Ben
+ * and Dan again). Every page must end with one code and warn about nobody.
+ * The rule this replaces, "restart on any different commitment", bounced
+ * between pages here and ended with an honest member reported as cheating.
+ */
+for (const seed of Array.from({ length: 16 }, (_, i) => i + 1)) {
+  test(`four members, a join and a leave over a jittery server converge on one code (seed ${seed})`, async () => {
+    const secret = unb64url(newLinkSecret());
+    const net = network({ seed, jitterMs: 30 });
+    const ids = ['pA', 'pB', 'pI'];
+    /** @type {Map<string, KeyAgreement>} */
+    const kas = new Map();
+    for (const id of ids) { const k = net.add(id, secret); kas.set(id, k); await k.start(id); await new Promise((r) => setTimeout(r, 10)); }
+    await net.settle();
+    const d = net.add('pD', secret); kas.set('pD', d); await d.start('pD');
+    // The leave comes while Dan's rounds are still in flight on some pages.
+    await new Promise((r) => setTimeout(r, 15 + seed * 3));
+    await net.settle();
+    net.members.delete('pI');
+    kas.get('pI')?.stop();
+    kas.delete('pI');
+    await Promise.all([...kas.values()].map((k) => k.peerLeft('pI')));
+    await net.settle();
+    const codes = [...kas.values()].map((k) => k.code);
+    if (new Set(codes).size !== 1 || codes.includes('')) {
+      // What each page holds, to tell a stuck round from a split view.
+      for (const [id, k] of kas) {
+        const got = [...(k.rounds.get(k.round?.tag ?? '')?.got ?? new Map())].map(([p, e]) => `${p}:${e.commit ? 'c' : ''}${e.r ? 'r' : ''}`);
+        console.log(`${id}: code "${k.code}", attempt ${k.round?.attempt}, moves ${k.moves}, revealed ${k.round?.revealed}, holds ${got.join(' ')}, confirmed ${k.confirmed().join(',')}`);
+      }
+    }
+    for (const [id, k] of kas) {
+      assert.deepEqual(k.confirmed().sort(), [...kas.keys()].filter((x) => x !== id).sort(), `${id}'s view`);
+      assert.match(k.code, /^\d{4} \d{4} \d{4}$/, `${id} has a code`);
+      assert.deepEqual(k.warnings, [], `${id} warns about nobody`);
+    }
+    assert.equal(new Set(codes).size, 1, `one code: ${codes.join(', ')}`);
+  });
+}
+
+test('a round of a membership that came back on one page only: the others follow its higher attempt', async () => {
+  const secret = unb64url(newLinkSecret());
+  const net = network();
+  const a = net.add('pA', secret); await a.start('pA'); await net.settle();
+  const b = net.add('pB', secret); await b.start('pB'); await net.settle();
+  const first = a.round?.attempt;
+  net.blocked.add('pC>pB'); net.blocked.add('pB>pC');
+  const c = net.add('pC', secret); await c.start('pC'); await net.settle();
+  net.members.delete('pC');
+  await a.peerLeft('pC'); await net.settle();
+  assert.equal(first, 0);
+  assert.equal(a.round?.attempt, 1, 'A came back to A+B at the next attempt');
+  assert.equal(b.round?.attempt, 1, 'B, which never left A+B, followed');
+  assert.equal(a.code, b.code);
+  assert.match(a.code, /^\d{4} \d{4} \d{4}$/);
+});
+
+test('injected safety-code messages: a malformed attempt is refused, moves are limited, stale attempts are ignored', async () => {
+  const secret = unb64url(newLinkSecret());
+  const net = network();
+  const a = net.add('pA', secret); await a.start('pA'); await net.settle();
+  const b = net.add('pB', secret); await b.start('pB'); await net.settle();
+  const code = a.code;
+  assert.match(code, /^\d{4} \d{4} \d{4}$/);
+  const tag = /** @type {NonNullable<typeof a.round>} */ (a.round).tag;
+  const c = Buffer.from(new Uint8Array(32).fill(7)).toString('base64url');
+  // Malformed attempts.
+  for (const attempt of [-1, 1.5, 2 ** 31, '3', undefined]) await a.onMessage('pB', { t: 'commit', epoch: tag, attempt, c });
+  assert.ok(a.warnings.some((w) => w.includes('malformed safety-code message')), a.warnings.join('; '));
+  assert.equal(a.code, code, 'the code stands');
+  // A stale attempt (lower than the current one) changes nothing.
+  net.blocked.add('pA>pB');
+  await a.onMessage('pB', { t: 'commit', epoch: tag, attempt: 0, c });
+  assert.equal(a.code, code);
+  // A flood of higher attempts: ten moves, then the rest waits.
+  for (let i = 1; i <= 15; i++) await a.onMessage('pB', { t: 'commit', epoch: tag, attempt: i * 2, c });
+  assert.equal(a.round?.attempt, 20, 'ten moves in the window');
+  assert.equal(a.deferred?.attempt, 30, 'the highest of the rest kept for later');
+  assert.equal(a.code, '', 'no code while the round is open');
+});
+
+test('a lost commitment does not leave the round stuck: its reveal starts the next attempt', async () => {
+  const secret = unb64url(newLinkSecret());
+  const net = network();
+  const a = net.add('pA', secret); await a.start('pA'); await net.settle();
+  const b = net.add('pB', secret); await b.start('pB'); await net.settle();
+  const c = net.add('pC', secret); await c.start('pC'); await net.settle();
+  // C leaves; B's first commitment for A+B on its way to A is lost.
+  let lost = 0;
+  net.drop = (from, to, p) => { if (lost || from !== 'pB' || to !== 'pA' || p.t !== 'commit') return false; lost++; return true; };
+  net.members.delete('pC'); c.stop();
+  await a.peerLeft('pC'); await b.peerLeft('pC'); await net.settle();
+  assert.equal(lost, 1, 'one commitment was dropped');
+  assert.match(a.code, /^\d{4} \d{4} \d{4}$/, 'A has a code');
+  assert.equal(a.code, b.code);
+  assert.ok((a.round?.attempt ?? 0) >= 1, `a later attempt finished it (${a.round?.attempt})`);
+  assert.deepEqual([...a.warnings, ...b.warnings], []);
+});
+
+test('a peer that is behind gets our commitment again; a reveal past the last attempt is refused with a warning', async () => {
+  const secret = unb64url(newLinkSecret());
+  const net = network();
+  const a = net.add('pA', secret); await a.start('pA'); await net.settle();
+  const b = net.add('pB', secret); await b.start('pB'); await net.settle();
+  const round = /** @type {NonNullable<typeof a.round>} */ (a.round);
+  const c = Buffer.from(new Uint8Array(32).fill(9)).toString('base64url');
+  // A moves on to attempt 3 (B follows); then an old commitment of B's
+  // at attempt 1 comes in: A sends B its current commitment again, once.
+  await a.onMessage('pB', { t: 'commit', epoch: round.tag, attempt: 3, c });
+  await net.settle();
+  /** @type {any[]} */
+  const sent = [];
+  const send = a.hooks.send;
+  a.hooks.send = (p, to) => { sent.push({ p, to }); send(p, to); };
+  await a.onMessage('pB', { t: 'commit', epoch: round.tag, attempt: 1, c });
+  await a.onMessage('pB', { t: 'commit', epoch: round.tag, attempt: 1, c });
+  assert.equal(sent.length, 1, 'sent again once');
+  assert.equal(sent[0].p.t, 'commit');
+  assert.equal(sent[0].p.attempt, a.round?.attempt);
+  a.hooks.send = send;
+  // The last attempt: a reveal there without its commitment has nowhere to go.
+  const top = 2 ** 31 - 1;
+  await a.onMessage('pB', { t: 'commit', epoch: round.tag, attempt: top, c });
+  assert.equal(a.round?.attempt, top);
+  await a.onMessage('pB', { t: 'reveal', epoch: round.tag, attempt: top, r: c });
+  await a.onMessage('pB', { t: 'reveal', epoch: round.tag, attempt: top, r: c });
+  assert.equal(a.code, '');
+  assert.ok(a.warnings.some((w) => w.includes('past its last attempt')) || a.warnings.some((w) => w.includes('does not match its commitment')), a.warnings.join('; '));
 });
 
 test('a member with another link secret is refused and warned about', async () => {

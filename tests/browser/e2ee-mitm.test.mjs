@@ -65,11 +65,14 @@ async function expectedCode(secret, room, members, proxy) {
   const items = members.map((m) => lp(m.pid)).sort(Buffer.compare);
   const epoch = new Uint8Array(await webcrypto.subtle.digest('SHA-256', Buffer.concat([Buffer.from('parley/1 epoch'), lp(room), ...items])));
   const tag = b64url(epoch);
-  /** @type {Map<number, Uint8Array>} one reveal per sending connection */
+  // One reveal per sending connection: that of the round's last attempt
+  // (a membership that comes back runs a new attempt, docs/security.md §4.1).
+  const last = Math.max(-1, ...proxy.messages.filter((m) => m.dir === 'c2s' && m.json?.type === 'e2ee' && m.json.payload?.t === 'reveal' && m.json.payload.epoch === tag).map((m) => m.json.payload.attempt ?? 0));
+  /** @type {Map<number, Uint8Array>} */
   const reveals = new Map();
   for (const m of proxy.messages) {
     const p = m.json?.payload;
-    if (m.dir === 'c2s' && m.json?.type === 'e2ee' && p?.t === 'reveal' && p.epoch === tag) reveals.set(m.conn, unb64url(p.r));
+    if (m.dir === 'c2s' && m.json?.type === 'e2ee' && p?.t === 'reveal' && p.epoch === tag && (p.attempt ?? 0) === last) reveals.set(m.conn, unb64url(p.r));
   }
   if (reveals.size !== members.length) return `(${reveals.size} reveals for ${members.length} members)`;
   return code(kCode, room, epoch, members, [...reveals.values()]);
