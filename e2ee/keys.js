@@ -306,8 +306,8 @@ export class KeyAgreement {
     this.moveWindow = 0;
     /**
      * Commitments that came over the move limit: every member's, of the
-     * highest attempt pending, handled when the window ends.
-     * @type {{attempt: number, msgs: Map<string, any>} | null}
+     * highest attempt pending for one epoch, handled when the window ends.
+     * @type {{epoch: string, attempt: number, msgs: Map<string, any>} | null}
      */
     this.deferred = null;
     /** @type {ReturnType<typeof setTimeout>|undefined} */
@@ -606,7 +606,18 @@ export class KeyAgreement {
     // Above every attempt we used or saw for this membership, unless peers
     // that got here first already committed to a higher one.
     const last = this.lastAttempt.get(tag);
-    let attempt = last === undefined ? 0 : Math.min(last + 1, MAX_ATTEMPT);
+    if (last === MAX_ATTEMPT) {
+      // Only injected attempts get here (honest pages count up from 0): no
+      // attempt is left above the one a peer may still hold, so this
+      // membership can never finish a round. Say so, show no code.
+      this.round = { epoch, tag, attempt: MAX_ATTEMPT, r: crypto.getRandomValues(new Uint8Array(32)), pids, revealed: true, resent: new Set() };
+      // Held under an attempt no round has, so progress() never completes it.
+      this.rounds.set(tag, { attempt: MAX_ATTEMPT + 1, got: new Map() });
+      for (const pid of pids) if (pid !== this.myId) this.reject(pid, 'cannot finish the safety-code check, its attempts are used up: start a new call to compare codes');
+      this.hooks.onChange();
+      return;
+    }
+    let attempt = last === undefined ? 0 : last + 1;
     let held = this.rounds.get(tag);
     if (held && held.attempt >= attempt) attempt = held.attempt;
     else held = { attempt, got: new Map() };
@@ -757,7 +768,7 @@ export class KeyAgreement {
    */
   deferMove(pid, p) {
     if (this.code) { this.code = ''; this.hooks.onChange(); }
-    if (!this.deferred || p.attempt > this.deferred.attempt) this.deferred = { attempt: p.attempt, msgs: new Map() };
+    if (!this.deferred || this.deferred.epoch !== p.epoch || p.attempt > this.deferred.attempt) this.deferred = { epoch: p.epoch, attempt: p.attempt, msgs: new Map() };
     // One per member; a real commitment replaces a placeholder.
     if (p.attempt === this.deferred.attempt && (!this.deferred.msgs.has(pid) || this.deferred.msgs.get(pid).c === '')) this.deferred.msgs.set(pid, p);
     if (this.deferTimer !== undefined) return;
@@ -807,6 +818,8 @@ export class KeyAgreement {
       rs.push(e.r);
     }
     if (this.round !== round) return; // membership or attempt changed meanwhile
+    // A higher attempt is waiting for the move limit: this one is over.
+    if (this.deferred && this.deferred.epoch === round.tag && this.deferred.attempt > round.attempt) return;
     const code = await this.computeCode(round, rs);
     if (this.round !== round) return;
     this.code = code;

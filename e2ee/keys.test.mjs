@@ -233,6 +233,48 @@ test('injected safety-code messages: a malformed attempt is refused, moves are l
   assert.equal(a.code, '', 'no code while the round is open');
 });
 
+test('a deferred move belongs to its epoch: after a leave, the new membership\'s commitments wait, not vanish; no code while a move waits', async () => {
+  const secret = unb64url(newLinkSecret());
+  const net = network();
+  const a = net.add('pA', secret); await a.start('pA'); await net.settle();
+  const b = net.add('pB', secret); await b.start('pB'); await net.settle();
+  const tagAB = /** @type {NonNullable<typeof a.round>} */ (a.round).tag;
+  const c = net.add('pC', secret); await c.start('pC'); await net.settle();
+  b.lastAttempt.set(tagAB, 3); // B went through A+B more often than A
+  a.moves = 10; a.moveWindow = Date.now(); // A used up its moves
+  const x = Buffer.from(new Uint8Array(32).fill(7)).toString('base64url');
+  await a.onMessage('pC', { t: 'commit', epoch: a.round?.tag, attempt: 5, c: x });
+  assert.equal(a.code, '', 'no code while a higher attempt waits');
+  net.members.delete('pC'); c.stop();
+  await a.peerLeft('pC'); await b.peerLeft('pC'); await net.settle();
+  assert.equal(a.round?.tag, tagAB);
+  assert.equal(a.deferred?.epoch, tagAB, 'the deferred move is for A+B now');
+  assert.ok(a.deferred?.msgs.has('pB'), 'with B\'s commitment');
+  assert.equal(a.code, '');
+  a.stop();
+});
+
+test('a membership whose attempts are used up says so instead of starting a round no peer can finish', async () => {
+  const secret = unb64url(newLinkSecret());
+  const net = network();
+  const a = net.add('pA', secret); await a.start('pA'); await net.settle();
+  const b = net.add('pB', secret); await b.start('pB'); await net.settle();
+  const tag = /** @type {NonNullable<typeof a.round>} */ (a.round).tag;
+  a.lastAttempt.set(tag, 2 ** 31 - 2); b.lastAttempt.set(tag, 2 ** 31 - 2); // as after an injected push to the top
+  const c = net.add('pC', secret); await c.start('pC'); await net.settle();
+  net.members.delete('pC'); c.stop();
+  await a.peerLeft('pC'); await b.peerLeft('pC'); await net.settle();
+  assert.equal(a.round?.attempt, 2 ** 31 - 1);
+  assert.equal(a.code, b.code);
+  // D reaches A only and leaves: A comes back to A+B, where B still is.
+  net.blocked.add('pD>pB'); net.blocked.add('pB>pD');
+  const d = net.add('pD', secret); await d.start('pD'); await net.settle();
+  net.members.delete('pD'); d.stop();
+  await a.peerLeft('pD'); await net.settle();
+  assert.equal(a.code, '', 'no code');
+  assert.ok(a.warnings.some((w) => w.includes('attempts are used up')), a.warnings.join('; '));
+});
+
 test('a lost commitment does not leave the round stuck: its reveal starts the next attempt', async () => {
   const secret = unb64url(newLinkSecret());
   const net = network();
