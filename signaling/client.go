@@ -28,8 +28,9 @@ const (
 	floodRate  = 5
 )
 
-// client is one WebSocket connection. Only run's goroutine reads; only the
-// writer goroutine writes (apart from gorilla's own close on read-limit).
+// client is one WebSocket connection. Only run's goroutine reads; the send
+// side (writer.go) writes, one writer at a time (apart from gorilla's own
+// close on a protocol error or the read limit).
 type client struct {
 	srv  *Server
 	ws   *websocket.Conn
@@ -65,11 +66,21 @@ type client struct {
 	pending    [][]byte
 	overflow   bool
 
-	// The send queue, guarded by pmu: out[head:] wait for the writer, at
-	// most sendQueue of them. A slice rather than a channel of sendQueue
-	// messages, which would take 6 KiB on every connection, idle or not.
-	out  [][]byte
-	head int
+	// The send side (writer.go), guarded by pmu: out[head:] wait for the
+	// writer, at most sendQueue of them (a slice rather than a channel of
+	// sendQueue messages, which would take 6 KiB on every connection, idle
+	// or not); busy while somebody writes to the socket; rest is the tail
+	// of a frame a direct write could not finish, which goes out first;
+	// pingDue and pongDue are control frames to send.
+	out     [][]byte
+	head    int
+	busy    bool
+	rest    []byte
+	pingDue bool
+	pongDue bool
+	pong    []byte
+	conn    net.Conn      // ws's connection, which only the send side writes to
+	direct  *directWriter // nil if conn has no descriptor of its own (TLS)
 
 	limiter  *rate.Limiter
 	flood    *rate.Limiter
@@ -78,7 +89,7 @@ type client struct {
 }
 
 func newClient(s *Server, ws *websocket.Conn, r *http.Request) *client {
-	return &client{
+	c := &client{
 		srv:     s,
 		ws:      ws,
 		req:     r,
@@ -89,6 +100,20 @@ func newClient(s *Server, ws *websocket.Conn, r *http.Request) *client {
 		limiter: rate.NewLimiter(rate.Limit(s.cfg.MessagesPerSecond), s.cfg.MessageBurst),
 		flood:   rate.NewLimiter(floodRate, floodBurst),
 	}
+	c.conn = ws.NetConn()
+	c.direct = newDirectWriter(c.conn)
+	// gorilla would answer pings and close frames by writing to the
+	// connection itself; only the send side writes (writer.go).
+	ws.SetPingHandler(func(data string) error {
+		c.control(func() { c.pongDue, c.pong = true, []byte(data) })
+		return nil
+	})
+	ws.SetCloseHandler(func(code int, text string) error {
+		// Echo the client's code, as RFC 6455 §5.5.1 suggests.
+		c.closeWith(code, "")
+		return nil
+	})
+	return c
 }
 
 func (c *client) run() {
@@ -196,8 +221,8 @@ func putMessage(m *Message) {
 }
 
 // readBuffers lends the reader a buffer for one message at a time, as
-// writeBuffers does the writer: an idle connection holds none, and a busy
-// one does not allocate a new buffer for every message.
+// frameBuffers does the send side: an idle connection holds none, and a
+// busy one does not allocate a new buffer for every message.
 var readBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
 
 // readMessage is gorilla's ReadMessage into a buffer from readBuffers;
@@ -368,11 +393,12 @@ func (rm *room) admit(c *client, ice []ICEServer) {
 	}
 	tok, hash := newResume()
 	c.resumeHash = hash
-	c.queue(rm.welcomeFor(c, ice, tok, false))
+	// Kept before the welcome goes out (the write may be immediate).
 	c.srv.persist.SaveMember(rm.id, c.saved())
 	if rm.consult == nil {
 		c.srv.persist.SaveRoom(rm.saved())
 	}
+	c.queue(rm.welcomeFor(c, ice, tok, false))
 }
 
 // welcomeFor is c's welcome: its id, the others, ICE servers, the resume
@@ -526,58 +552,6 @@ func (c *client) queue(m Message) {
 	c.enqueue(data)
 }
 
-// enqueue hands a message to the writer without blocking. A client whose
-// queue is full is too slow to keep up and is disconnected.
-func (c *client) enqueue(data []byte) {
-	c.pmu.Lock()
-	if c.detached {
-		// Kept for a resume; past maxPending the resume will be refused.
-		if len(c.pending) < maxPending {
-			c.pending = append(c.pending, data)
-		} else {
-			c.overflow = true
-		}
-		c.pmu.Unlock()
-		return
-	}
-	select {
-	case <-c.stop:
-		// The writer is flushing or gone: nothing more goes out.
-		c.pmu.Unlock()
-		return
-	default:
-	}
-	if n := len(c.out) - c.head; n >= sendQueue {
-		c.pmu.Unlock()
-		c.log.Info("client too slow; closing", "queued", n)
-		c.closeWith(CloseSlowReader, "Your connection is too slow.")
-		return
-	}
-	c.out = append(c.out, data)
-	c.pmu.Unlock()
-	select {
-	case c.wake <- struct{}{}:
-	default: // the writer has been told already
-	}
-}
-
-// next takes the oldest queued message, or reports that none is queued.
-func (c *client) next() ([]byte, bool) {
-	c.pmu.Lock()
-	defer c.pmu.Unlock()
-	if c.head == len(c.out) {
-		if cap(c.out) > 16 {
-			c.out = nil // let a burst's backing array go
-		}
-		c.out, c.head = c.out[:0], 0
-		return nil, false
-	}
-	m := c.out[c.head]
-	c.out[c.head] = nil
-	c.head++
-	return m, true
-}
-
 // closeWith makes the writer send a close frame and stop. Safe to call from
 // any goroutine, any number of times.
 func (c *client) closeWith(code int, text string) {
@@ -585,52 +559,6 @@ func (c *client) closeWith(code int, text string) {
 		c.closeCode, c.closeText = code, text
 		close(c.stop)
 	})
-}
-
-func (c *client) writer() {
-	defer close(c.done)
-	ping := time.NewTicker(c.srv.cfg.PingInterval)
-	defer ping.Stop()
-	wt := c.srv.cfg.WriteTimeout
-	for {
-		select {
-		case <-c.wake:
-			for {
-				m, ok := c.next()
-				if !ok {
-					break
-				}
-				c.ws.SetWriteDeadline(time.Now().Add(wt))
-				if err := c.ws.WriteMessage(websocket.TextMessage, m); err != nil {
-					c.log.Debug("write failed", "err", err)
-					c.ws.Close() // unblocks the reader
-					return
-				}
-			}
-		case <-ping.C:
-			if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(wt)); err != nil {
-				c.ws.Close()
-				return
-			}
-		case <-c.stop:
-			// Flush what is queued (an error explaining the close, say).
-			for {
-				m, ok := c.next()
-				if !ok {
-					break
-				}
-				c.ws.SetWriteDeadline(time.Now().Add(wt))
-				if c.ws.WriteMessage(websocket.TextMessage, m) != nil {
-					c.ws.Close()
-					return
-				}
-			}
-			c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(c.closeCode, c.closeText), time.Now().Add(wt))
-			// Give the client a moment to answer the close, then drop.
-			c.ws.SetReadDeadline(time.Now().Add(2 * time.Second))
-			return
-		}
-	}
 }
 
 func isTimeout(err error) bool {

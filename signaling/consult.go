@@ -55,8 +55,8 @@ func (c *client) enterWaiting(rm *room) error {
 	rm.lastUsed = time.Now()
 	tok, hash := newResume()
 	c.resumeHash = hash
-	c.queue(Message{Type: TypeWaiting, Version: ProtocolVersion, ID: c.id, Title: rm.consult.Title, HostName: rm.consult.HostName, HostPresent: boolp(rm.host != nil), Resume: tok})
 	c.srv.persist.SaveMember(rm.id, c.saved())
+	c.queue(Message{Type: TypeWaiting, Version: ProtocolVersion, ID: c.id, Title: rm.consult.Title, HostName: rm.consult.HostName, HostPresent: boolp(rm.host != nil), Resume: tok})
 	if rm.host != nil {
 		rm.host.queue(Message{Type: TypeKnock, Peer: &Peer{ID: c.id, Name: c.name}})
 	}

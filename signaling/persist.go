@@ -186,6 +186,8 @@ func (c *client) resume(rm *room, token string) error {
 	c.room = rm
 	tok, hash := newResume()
 	c.resumeHash = hash
+	// Kept before the welcome goes out (the write may be immediate).
+	c.srv.persist.SaveMember(rm.id, c.saved())
 	if c.waiting {
 		rm.waiting[c.id] = c
 		c.queue(Message{Type: TypeWaiting, Version: ProtocolVersion, ID: c.id, Title: rm.consult.Title, HostPresent: boolp(rm.host != nil), Resume: tok, Resumed: true})
@@ -205,7 +207,6 @@ func (c *client) resume(rm *room, token string) error {
 		c.enqueue(m)
 	}
 	rm.lastUsed = time.Now()
-	c.srv.persist.SaveMember(rm.id, c.saved())
 	c.log = c.log.With("peer", c.id)
 	c.log.Info("resumed", "kept", len(pending))
 	return nil

@@ -79,8 +79,9 @@ type Config struct {
 	TrustedProxies []netip.Prefix
 }
 
-// writeBuffers lends every connection its write buffer for the length of
-// one message: most connections are idle most of the time.
+// writeBuffers is gorilla's write buffer pool. Parley writes its frames
+// itself (writer.go) and never asks gorilla for a writer, so the pool stays
+// empty; without it gorilla would give every connection a 4 KiB buffer.
 var writeBuffers = &sync.Pool{}
 
 // Server is the signaling service. Create it with New; it is an
@@ -165,8 +166,8 @@ func New(cfg Config, logger *slog.Logger) *Server {
 	s.up = websocket.Upgrader{
 		// Memory per idle connection (bench/signaling.md): a read buffer
 		// size of 0 makes gorilla keep net/http's 4 KiB reader of the
-		// handshake instead of allocating another, and the write buffer
-		// (4 KiB) is taken from a pool only while a message is written.
+		// handshake instead of allocating another, and no write buffer is
+		// allocated (writeBuffers).
 		ReadBufferSize:  0,
 		WriteBufferPool: writeBuffers,
 		CheckOrigin:     s.checkOrigin,
