@@ -138,6 +138,12 @@ func TestSlowReaderClosed(t *testing.T) {
 	for i := range count {
 		a.sendRaw(seqMessage(wb.ID, i, size))
 	}
+	// Once this is answered the server has handled all of the above
+	// (one reader per connection), all while Bob did not read.
+	a.sendRaw(`{"type":"offer","to":"nobody","sdp":"v=0"}`)
+	if e := a.expect(TypeError); e.Code != CodeUnknownPeer {
+		t.Fatalf("want %s, got %+v", CodeUnknownPeer, e)
+	}
 	n, code := readSeq(t, b, wa.ID, count, size)
 	if code != CloseSlowReader {
 		t.Fatalf("Bob got %d of %d messages and close %d, want close %d", n, count, code, CloseSlowReader)
