@@ -308,13 +308,32 @@ func runLatency(ctx context.Context, s *server, o options, conns []*conn, joinRo
 		stop    = make(chan struct{})
 		wg      sync.WaitGroup
 	)
-	start := time.Now()
+	// The senders leave gorilla for raw frames and epoll (raw_linux.go).
+	raws := make([]*rawConn, ns)
 	for i, c := range senders {
+		r, err := takeOver(c)
+		if err != nil {
+			return fmt.Errorf("raw sender: %w", err)
+		}
+		raws[i] = r
+	}
+	stopReaders := make(chan struct{})
+	readers, err := epollReaders(raws, o.readLoops, stopReaders)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		close(stopReaders)
+		readers.Wait()
+	}()
+	start := time.Now()
+	for i := range senders {
+		r := raws[i]
 		to := senders[i/4*4+(i+1)%4].id
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			var buf []byte
+			var buf, frame []byte
 			next := start.Add(time.Duration(rand.Int64N(int64(interval))))
 			t := time.NewTimer(time.Hour)
 			defer t.Stop()
@@ -334,7 +353,7 @@ func runLatency(ctx context.Context, s *server, o options, conns []*conn, joinRo
 					}
 				}
 				var err error
-				if buf, err = c.sendBench(buf, to); err != nil {
+				if buf, frame, err = r.sendBench(buf, frame, to); err != nil {
 					sendErr.Add(1)
 					return
 				}
@@ -455,10 +474,10 @@ func runLatency(ctx context.Context, s *server, o options, conns []*conn, joinRo
 		return true
 	})
 	slices.Sort(errs)
-	rep.section(fmt.Sprintf("Latency, with the %s idle connections held: relay over %s senders in %s rooms (each sends every %s to the next in its room; %s warm-up, then a %s window): %v; messages sent %s, arrived %s in all (errors from the server: %v; send errors %d); CPU in the window, in %% of one core: server %.0f, load generator %.0f, the whole machine %.0f of %d00 (the rest is other jobs); heap in use at the end %s, %v goroutines; %s.\n\n"+
+	rep.section(fmt.Sprintf("Latency, with the %s idle connections held: relay over %s senders in %s rooms (each sends every %s to the next in its room; %s warm-up, then a %s window): %v; messages sent %s, arrived %s in all (errors from the server: %v; send errors %d; bad frames or epoll errors %d); CPU in the window, in %% of one core: server %.0f, load generator %.0f, the whole machine %.0f of %d00 (the rest is other jobs); heap in use at the end %s, %v goroutines; %s.\n\n"+
 		"Joins under that load (%d workers, each in its own room, %.0f/s: dial, join, welcome, leave): dial+join %v; join alone %v; %d failed%s.\n\n"+
 		"Joins one at a time with no load (%d): dial+join %v; join alone %v.\n",
-		thousands(len(conns)), thousands(ns), thousands(ns/4), interval, o.warmup, o.relayDur, rd, thousands(int(sentAll)), thousands(int(relayedAll)), errs, sendErr.Load(), cpu, ownCPU, machine, runtime.NumCPU(), mb(m.heapInuse), m.goroutines, gcNote,
+		thousands(len(conns)), thousands(ns), thousands(ns/4), interval, o.warmup, o.relayDur, rd, thousands(int(sentAll)), thousands(int(relayedAll)), errs, sendErr.Load(), rawErrors.Load(), cpu, ownCPU, machine, runtime.NumCPU(), mb(m.heapInuse), m.goroutines, gcNote,
 		workers, o.joinRate, lt, lj, joinErrs.Load(), errText(firstJoinErr.Load()),
 		o.idleJoins, it, ij))
 	return nil

@@ -57,6 +57,7 @@ var dialer = &websocket.Dialer{
 var (
 	serverErrors sync.Map // code → *atomic.Int64
 	relayed      atomic.Int64
+	rawErrors    atomic.Int64 // raw senders: bad frames from the server, epoll failures
 )
 
 func countError(data []byte) {
@@ -161,31 +162,43 @@ func (c *conn) read() {
 		buf = data[:0]
 		switch {
 		case bytes.HasPrefix(data, []byte(`{"type":"e2ee"`)):
-			i := bytes.Index(data, []byte(`"ts":`))
-			if i < 0 {
-				continue
-			}
-			j := i + 5
-			k := j
-			for k < len(data) && data[k] >= '0' && data[k] <= '9' {
-				k++
-			}
-			ts, err := strconv.ParseInt(string(data[j:k]), 10, 64)
-			if err != nil {
-				continue
-			}
-			now := int64(time.Since(base))
-			lat := now - ts
-			relayed.Add(1)
-			if recording.Load() {
-				c.mu.Lock()
-				c.samples = append(c.samples, lat)
-				c.at = append(c.at, int32(now/int64(time.Second)))
-				c.mu.Unlock()
-			}
+			takeSample(c, data)
 		case bytes.HasPrefix(data, []byte(`{"type":"error"`)):
 			countError(data)
 		}
+	}
+}
+
+// takeSample counts a message the server sent c and, for a relayed bench
+// message while recording, keeps its one-way latency.
+func takeSample(c *conn, data []byte) {
+	if !bytes.HasPrefix(data, []byte(`{"type":"e2ee"`)) {
+		if bytes.HasPrefix(data, []byte(`{"type":"error"`)) {
+			countError(data)
+		}
+		return
+	}
+	i := bytes.Index(data, []byte(`"ts":`))
+	if i < 0 {
+		return
+	}
+	j := i + 5
+	k := j
+	for k < len(data) && data[k] >= '0' && data[k] <= '9' {
+		k++
+	}
+	ts, err := strconv.ParseInt(string(data[j:k]), 10, 64)
+	if err != nil {
+		return
+	}
+	now := int64(time.Since(base))
+	lat := now - ts
+	relayed.Add(1)
+	if recording.Load() {
+		c.mu.Lock()
+		c.samples = append(c.samples, lat)
+		c.at = append(c.at, int32(now/int64(time.Second)))
+		c.mu.Unlock()
 	}
 }
 

@@ -55,6 +55,7 @@ type options struct {
 	senders   int
 	relayDur  time.Duration
 	warmup    time.Duration
+	readLoops int
 	joinRate  float64
 	joinConc  int
 	idleJoins int
@@ -83,6 +84,7 @@ func main() {
 	flag.IntVar(&o.dialConc, "dial-concurrency", 32, "connections dialled at once while opening the idle ones")
 	flag.Float64Var(&o.rate, "rate", 20000, "relay: messages per second offered, in total")
 	flag.IntVar(&o.senders, "senders", 4000, "relay: sending connections (whole rooms of 4; each sends to the next in its room); the server allows 20 messages/s per connection")
+	flag.IntVar(&o.readLoops, "read-loops", 2, "relay: epoll loops reading the senders' sockets")
 	flag.DurationVar(&o.relayDur, "duration", 30*time.Second, "relay: measured window")
 	flag.DurationVar(&o.warmup, "warmup", 5*time.Second, "relay: warm-up before the window")
 	flag.Float64Var(&o.joinRate, "join-rate", 100, "joins per second during the relay window (dial + join + leave)")
