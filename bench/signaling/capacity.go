@@ -434,7 +434,7 @@ func runLatency(ctx context.Context, s *server, o options, conns []*conn, joinRo
 	busy1, total1 := machineCPU()
 	ownCPU := float64(own1-own0) / float64(window) * 100
 	// The machine's busy time as a share of all its CPUs, in % of one core.
-	machine := float64(busy1-busy0) / float64(total1-total0) * float64(runtime.NumCPU()) * 100
+	machine := float64(busy1-busy0) / float64(total1-total0) * float64(onlineCPUs()) * 100
 	m, _ := s.mem()
 	close(stop)
 	wg.Wait()
@@ -457,7 +457,7 @@ func runLatency(ctx context.Context, s *server, o options, conns []*conn, joinRo
 	offered := float64(sent1-sent0) / window.Seconds()
 	delivered := float64(relayed1-relayed0) / window.Seconds()
 	cpu := float64(cpu1-cpu0) / float64(window) * 100
-	log.Printf("latency: CPU in %% of one core: server %.0f, load generator %.0f, whole machine %.0f of %d00", cpu, ownCPU, machine, runtime.NumCPU())
+	log.Printf("latency: CPU in %% of one core: server %.0f, load generator %.0f, whole machine %.0f of %d00", cpu, ownCPU, machine, onlineCPUs())
 	log.Printf("latency: relay %v; sent %.0f/s, delivered %.0f/s; server CPU %.0f %% of one core; joins under load: dial+join %v, join alone %v; join errors %d %v",
 		rd, offered, delivered, cpu, lt, lj, joinErrs.Load(), firstJoinErr.Load())
 
@@ -477,7 +477,7 @@ func runLatency(ctx context.Context, s *server, o options, conns []*conn, joinRo
 	rep.section(fmt.Sprintf("Latency, with the %s idle connections held: relay over %s senders in %s rooms (each sends every %s to the next in its room; %s warm-up, then a %s window): %v; messages sent %s, arrived %s in all (errors from the server: %v; send errors %d; bad frames or epoll errors %d); CPU in the window, in %% of one core: server %.0f, load generator %.0f, the whole machine %.0f of %d00 (the rest is other jobs); heap in use at the end %s, %v goroutines; %s.\n\n"+
 		"Joins under that load (%d workers, each in its own room, %.0f/s: dial, join, welcome, leave): dial+join %v; join alone %v; %d failed%s.\n\n"+
 		"Joins one at a time with no load (%d): dial+join %v; join alone %v.\n",
-		thousands(len(conns)), thousands(ns), thousands(ns/4), interval, o.warmup, o.relayDur, rd, thousands(int(sentAll)), thousands(int(relayedAll)), errs, sendErr.Load(), rawErrors.Load(), cpu, ownCPU, machine, runtime.NumCPU(), mb(m.heapInuse), m.goroutines, gcNote,
+		thousands(len(conns)), thousands(ns), thousands(ns/4), interval, o.warmup, o.relayDur, rd, thousands(int(sentAll)), thousands(int(relayedAll)), errs, sendErr.Load(), rawErrors.Load(), cpu, ownCPU, machine, onlineCPUs(), mb(m.heapInuse), m.goroutines, gcNote,
 		workers, o.joinRate, lt, lj, joinErrs.Load(), errText(firstJoinErr.Load()),
 		o.idleJoins, it, ij))
 	return nil

@@ -56,6 +56,7 @@ type options struct {
 	relayDur  time.Duration
 	warmup    time.Duration
 	readLoops int
+	pin       bool
 	joinRate  float64
 	joinConc  int
 	idleJoins int
@@ -84,6 +85,7 @@ func main() {
 	flag.IntVar(&o.dialConc, "dial-concurrency", 32, "connections dialled at once while opening the idle ones")
 	flag.Float64Var(&o.rate, "rate", 20000, "relay: messages per second offered, in total")
 	flag.IntVar(&o.senders, "senders", 4000, "relay: sending connections (whole rooms of 4; each sends to the next in its room); the server allows 20 messages/s per connection")
+	flag.BoolVar(&o.pin, "pin", false, "run the server on CPU 0 and this load generator on CPU 1 (taskset), so that neither takes the other's CPU")
 	flag.IntVar(&o.readLoops, "read-loops", 2, "relay: epoll loops reading the senders' sockets")
 	flag.DurationVar(&o.relayDur, "duration", 30*time.Second, "relay: measured window")
 	flag.DurationVar(&o.warmup, "warmup", 5*time.Second, "relay: warm-up before the window")
@@ -111,6 +113,24 @@ func main() {
 	if *fillWorker != "" {
 		os.Exit(runFillWorker(*fillWorker))
 	}
+	if o.pin && os.Getenv("PARLEY_BENCH_PINNED") == "" {
+		// Again on CPU 1 alone: every thread of the new process is there.
+		self, err := os.Executable()
+		if err != nil {
+			log.Fatal(err)
+		}
+		cmd := exec.Command("taskset", append([]string{"-c", "1", self}, os.Args[1:]...)...)
+		cmd.Env = append(os.Environ(), "PARLEY_BENCH_PINNED=1")
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+		signal.Ignore(os.Interrupt) // the child gets ^C and cleans up
+		if err := cmd.Run(); err != nil {
+			log.Fatalf("load generator under taskset: %v", err)
+		}
+		return
+	}
+	if o.pin {
+		serverCPUs = "0"
+	}
 	clientLimit = raiseFileLimit()
 	// The load generator's garbage is collected less often than Go's
 	// default: it shares the CPUs with the server it measures.
@@ -130,6 +150,9 @@ func main() {
 	rep.note("machine: %s", machine())
 	rep.note("parley: %s", describe(bin, o.parley == ""))
 	rep.note("load generator: this process, file limit %d", clientLimit)
+	if o.pin {
+		rep.note("-pin: the server runs on CPU 0 alone, the load generator on CPU 1 alone")
+	}
 	started := time.Now()
 	want := map[string]bool{}
 	for _, p := range strings.Split(o.phases, ",") {
@@ -234,6 +257,6 @@ func machine() string {
 	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
 		mem = strings.Fields(strings.Split(string(b), "\n")[0])[1] + " kB RAM"
 	}
-	return fmt.Sprintf("%d CPUs (%s), %s, %s, load average at start %s", runtime.NumCPU(), model, mem, runtime.Version(),
+	return fmt.Sprintf("%d CPUs (%s), %s, %s, load average at start %s", onlineCPUs(), model, mem, runtime.Version(),
 		strings.Join(strings.Fields(string(load))[:3], " "))
 }

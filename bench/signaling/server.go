@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -47,6 +48,9 @@ func freePort() (int, error) {
 }
 
 // startServer runs bin with the flags the benchmark needs, plus extra.
+// serverCPUs, if set, is the taskset CPU list the server runs on (-pin).
+var serverCPUs string
+
 func startServer(bin string, nofile int, logLevel string, extra []string) (*server, error) {
 	dir, err := os.MkdirTemp("", "parley-bench-sig-")
 	if err != nil {
@@ -81,6 +85,10 @@ func startServer(bin string, nofile int, logLevel string, extra []string) (*serv
 	logf, err := os.Create(s.logPath)
 	if err != nil {
 		return nil, err
+	}
+	if serverCPUs != "" {
+		// taskset execs the server as prlimit does: still one process.
+		args = append([]string{args[0], "taskset", "-c", serverCPUs}, args[1:]...)
 	}
 	s.cmd = exec.Command("prlimit", args...)
 	s.cmd.Stdout, s.cmd.Stderr = logf, logf
@@ -219,6 +227,22 @@ func machineCPU() (busy, total time.Duration) {
 		}
 	}
 	return busy, total
+}
+
+// onlineCPUs is how many CPUs the machine has (runtime.NumCPU counts only
+// those this process may run on, one under -pin).
+func onlineCPUs() int {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return runtime.NumCPU()
+	}
+	n := 0
+	for _, line := range strings.Split(string(b), "\n") {
+		if len(line) > 3 && strings.HasPrefix(line, "cpu") && line[3] >= '0' && line[3] <= '9' {
+			n++
+		}
+	}
+	return max(n, 1)
 }
 
 // fds counts the server's open file descriptors.
