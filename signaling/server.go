@@ -70,7 +70,8 @@ type Config struct {
 	// PingInterval is the keepalive interval (default 20 s); a connection
 	// with no pong for 2.5 intervals is closed.
 	PingInterval time.Duration
-	// WriteTimeout bounds each write (default 10 s).
+	// WriteTimeout bounds each write that has to wait for the socket
+	// (default 10 s); writer.go.
 	WriteTimeout time.Duration
 	// TrustedProxies are the reverse proxies whose X-Forwarded-For is
 	// believed: for a request from one of them, the client is the
