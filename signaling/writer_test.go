@@ -36,6 +36,18 @@ func (l smallBuffers) Accept() (net.Conn, error) {
 	return c, err
 }
 
+// alicebob joins Alice and then Bob to a new room on ts.
+func alicebob(t *testing.T, ts *httptest.Server) (a *wsClient, wa Message, b *wsClient, wb Message) {
+	t.Helper()
+	room := createRoom(t, ts)
+	a = dial(t, ts)
+	wa = a.join(room, "Alice")
+	b = dial(t, ts)
+	wb = b.join(room, "Bob")
+	a.expect(TypePeerJoined)
+	return a, wa, b, wb
+}
+
 // seqMessage is an e2ee message to peer whose payload carries n and size
 // bytes of padding that depend on n.
 func seqMessage(to string, n, size int) string {
@@ -89,12 +101,7 @@ func readSeq(t *testing.T, c *wsClient, from string, want, size int) (int, int) 
 // direct writes take over again.
 func TestSlowReaderGetsEverythingInOrder(t *testing.T) {
 	ts := newSmallBufferServer(t, Config{MessagesPerSecond: 10000, MessageBurst: 10000})
-	room := createRoom(t, ts)
-	a := dial(t, ts)
-	wa := a.join(room, "Alice")
-	b := dial(t, ts)
-	wb := b.join(room, "Bob")
-	a.expect(TypePeerJoined)
+	a, wa, b, wb := alicebob(t, ts)
 
 	const count, size = 200, 12 << 10 // 2.4 MB: more than the sockets hold, under sendQueue messages
 	before := deferredWrites.Load()
@@ -127,12 +134,7 @@ func TestSlowReaderGetsEverythingInOrder(t *testing.T) {
 // and in order, and the sender stays connected.
 func TestSlowReaderClosed(t *testing.T) {
 	ts := newSmallBufferServer(t, Config{MessagesPerSecond: 10000, MessageBurst: 10000})
-	room := createRoom(t, ts)
-	a := dial(t, ts)
-	wa := a.join(room, "Alice")
-	b := dial(t, ts)
-	wb := b.join(room, "Bob")
-	a.expect(TypePeerJoined)
+	a, wa, b, wb := alicebob(t, ts)
 
 	const count, size = sendQueue + 200, 12 << 10
 	for i := range count {
@@ -160,12 +162,7 @@ func TestSlowReaderClosed(t *testing.T) {
 // reach a standard client whole.
 func TestFrameLengths(t *testing.T) {
 	_, ts := newTestServer(t, Config{})
-	room := createRoom(t, ts)
-	a := dial(t, ts)
-	wa := a.join(room, "Alice")
-	b := dial(t, ts)
-	wb := b.join(room, "Bob")
-	a.expect(TypePeerJoined)
+	a, wa, b, wb := alicebob(t, ts)
 	for _, total := range []int{125, 126, 127, 65535, 65536, 65550} {
 		// An offer's SDP may hold '<', which the relayed JSON escapes
 		// as \u003c: six bytes for one, so relayed frames can pass 64 KiB.
