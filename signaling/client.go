@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -41,6 +42,7 @@ type client struct {
 
 	closeOnce sync.Once
 	stop      chan struct{} // closed to make the writer send a close and quit
+	closeSent atomic.Bool   // gorilla wrote a close frame itself: the writer writes nothing more
 	closeCode int
 	closeText string
 
@@ -142,7 +144,9 @@ func (c *client) run() {
 		c.ws.Close()
 	}()
 
-	c.ws.SetReadLimit(MaxMessageSize)
+	// No read limit in gorilla, which would write its own close frame
+	// past it: readMessage counts, and the send side closes with 1009.
+	c.ws.SetReadLimit(0)
 	timeout := c.srv.cfg.PingInterval * 5 / 2
 	c.ws.SetReadDeadline(time.Now().Add(timeout))
 	c.ws.SetPongHandler(func(string) error {
@@ -156,16 +160,20 @@ func (c *client) run() {
 			readFailed = true
 			var ce *websocket.CloseError
 			switch {
-			case errors.Is(err, websocket.ErrReadLimit):
-				// gorilla has already sent close 1009.
+			case errors.Is(err, errTooBig):
 				c.log.Info("message over size limit; closing", "limit", MaxMessageSize)
+				c.closeWith(websocket.CloseMessageTooBig, "")
 			case errors.As(err, &ce):
 				c.log.Debug("client closed", "code", ce.Code)
 			case isTimeout(err):
 				c.log.Info("no keepalive answer; closing")
 				c.closeWith(CloseIdleTimeout, "No answer to keepalive.")
 			default:
+				// A broken connection, or a frame gorilla refused, in which
+				// case gorilla has written close 1002 itself: nothing more
+				// may follow it (RFC 6455 §5.5.1).
 				c.log.Debug("read ended", "err", err)
+				c.closeSent.Store(true)
 			}
 			return
 		}
@@ -226,8 +234,9 @@ func putMessage(m *Message) {
 var readBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
 
 // readMessage is gorilla's ReadMessage into a buffer from readBuffers;
-// give it back with putReadBuffer once the message is decoded. The read
-// limit and every error are gorilla's, as with ReadMessage.
+// give it back with putReadBuffer once the message is decoded. A message
+// over MaxMessageSize is errTooBig, found once that much of it is read;
+// every other error is gorilla's, as with ReadMessage.
 func readMessage(ws *websocket.Conn) (int, *[]byte, error) {
 	kind, r, err := ws.NextReader()
 	if err != nil {
@@ -241,6 +250,11 @@ func readMessage(ws *websocket.Conn) (int, *[]byte, error) {
 		}
 		n, err := r.Read(b[len(b):cap(b)])
 		b = b[:len(b)+n]
+		if len(b) > MaxMessageSize {
+			*bp = b
+			putReadBuffer(bp)
+			return kind, nil, errTooBig
+		}
 		if err == io.EOF {
 			break
 		}

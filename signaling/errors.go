@@ -92,6 +92,9 @@ var (
 	ErrUnknownType = errors.New("signaling: unknown message type")
 	// ErrBadToken means a join carried no join token or a wrong one.
 	ErrBadToken = errors.New("signaling: bad join token")
+
+	// errTooBig means a client's message is over MaxMessageSize (close 1009).
+	errTooBig = errors.New("signaling: message over the size limit")
 )
 
 // ProtocolError is an error with a code from the list above, sent to the

@@ -118,6 +118,16 @@ func (c *client) detach() bool {
 	}
 	c.pmu.Lock()
 	c.detached = true
+	// Messages queued but not yet written (a failed write, or a writer
+	// that had not got to them) are kept for the resume as well.
+	for _, m := range c.out[c.head:] {
+		if len(c.pending) < maxPending {
+			c.pending = append(c.pending, m)
+		} else {
+			c.overflow = true
+		}
+	}
+	c.out, c.head = nil, 0
 	c.pmu.Unlock()
 	c.detachedAt = time.Now()
 	c.graceTimer(c.srv.cfg.ResumeGrace)
@@ -166,7 +176,10 @@ func (c *client) resume(rm *room, token string) error {
 	}
 	old.pmu.Lock()
 	overflow := old.overflow
-	pending := old.pending
+	// What the old connection had queued but not written (it may still
+	// look alive after a network change), then what came while detached.
+	pending := append(old.out[old.head:len(old.out):len(old.out)], old.pending...)
+	old.out, old.head = nil, 0
 	old.pending, old.detached = nil, false // stops its grace timer
 	old.pmu.Unlock()
 	if overflow {

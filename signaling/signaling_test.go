@@ -52,7 +52,7 @@ func post(ts *httptest.Server, path, body string) (*http.Response, error) {
 	req, _ := http.NewRequest("POST", ts.URL+path, strings.NewReader(body))
 	req.Header.Set("Origin", ts.URL)
 	req.Header.Set("Content-Type", "application/json")
-	return http.DefaultClient.Do(req)
+	return ts.Client().Do(req)
 }
 
 // createRoom makes a room with a join verifier, as the landing page does,
@@ -93,7 +93,11 @@ type wsClient struct {
 // dial opens the WebSocket as the page does, with its own Origin.
 func dial(t *testing.T, ts *httptest.Server) *wsClient {
 	t.Helper()
-	ws, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(ts.URL, "http")+"/ws", http.Header{"Origin": {ts.URL}})
+	d := *websocket.DefaultDialer
+	if ts.TLS != nil {
+		d.TLSClientConfig = ts.Client().Transport.(*http.Transport).TLSClientConfig
+	}
+	ws, _, err := d.Dial("ws"+strings.TrimPrefix(ts.URL, "http")+"/ws", http.Header{"Origin": {ts.URL}})
 	if err != nil {
 		t.Fatal(err)
 	}

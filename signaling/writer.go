@@ -226,14 +226,17 @@ func (c *client) writer() {
 			c.pingDue = true
 			c.pmu.Unlock()
 		case <-c.stop:
+			if c.closeSent.Load() {
+				return
+			}
 			// Flush what is queued (an error explaining the close, say),
-			// once a direct write under way is done: none starts now.
-			deadline := time.Now().Add(wt)
+			// once a direct write under way is done (it never waits for
+			// the socket), and none starts now.
 			for {
 				c.pmu.Lock()
 				busy := c.busy
 				c.pmu.Unlock()
-				if !busy || time.Now().After(deadline) {
+				if !busy {
 					break
 				}
 				select {
