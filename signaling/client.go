@@ -31,7 +31,7 @@ const (
 
 // client is one WebSocket connection. Only run's goroutine reads; the send
 // side (writer.go) writes, one writer at a time (apart from gorilla's own
-// close on a protocol error or the read limit).
+// close 1002 on a frame it refuses, after which nothing more is written).
 type client struct {
 	srv  *Server
 	ws   *websocket.Conn

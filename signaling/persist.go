@@ -121,11 +121,7 @@ func (c *client) detach() bool {
 	// Messages queued but not yet written (a failed write, or a writer
 	// that had not got to them) are kept for the resume as well.
 	for _, m := range c.out[c.head:] {
-		if len(c.pending) < maxPending {
-			c.pending = append(c.pending, m)
-		} else {
-			c.overflow = true
-		}
+		c.keepLocked(m)
 	}
 	c.out, c.head = nil, 0
 	c.pmu.Unlock()

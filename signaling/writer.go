@@ -72,12 +72,7 @@ func putFrameBuffer(bp *[]byte) {
 func (c *client) enqueue(data []byte) {
 	c.pmu.Lock()
 	if c.detached {
-		// Kept for a resume; past maxPending the resume will be refused.
-		if len(c.pending) < maxPending {
-			c.pending = append(c.pending, data)
-		} else {
-			c.overflow = true
-		}
+		c.keepLocked(data)
 		c.pmu.Unlock()
 		return
 	}
@@ -103,6 +98,16 @@ func (c *client) enqueue(data []byte) {
 	c.out = append(c.out, data)
 	c.pmu.Unlock()
 	c.signal()
+}
+
+// keepLocked keeps a message for a resume; past maxPending the resume will
+// be refused. pmu is held.
+func (c *client) keepLocked(data []byte) {
+	if len(c.pending) < maxPending {
+		c.pending = append(c.pending, data)
+	} else {
+		c.overflow = true
+	}
 }
 
 // writeDirect writes one text frame without waiting; busy is set. What the

@@ -160,12 +160,7 @@ func (c *conn) read() {
 			}
 		}
 		buf = data[:0]
-		switch {
-		case bytes.HasPrefix(data, []byte(`{"type":"e2ee"`)):
-			takeSample(c, data)
-		case bytes.HasPrefix(data, []byte(`{"type":"error"`)):
-			countError(data)
-		}
+		takeSample(c, data)
 	}
 }
 
