@@ -23,12 +23,16 @@
 //   {op: 'key-frame', peer: string}                           a connection is back: key frames both ways
 //   {op: 'streams', role, peer, kind, readable, writable}     createEncodedStreams fallback
 //   {op: 'stats'}                                             → {op: 'stats', stats}
-// Worker → page: {op: 'stats', stats: {sent, unsent, peers: {[peer]: {opened, dropped, reasons}}}}
+// Worker → page: {op: 'stats', stats: {sent, unsent, peers: {[peer]: {opened, dropped, reasons}},
+//                                      video: {send: {[peer]: n}, recv: {[peer]: n}}}}
 // reasons counts dropped frames by why: empty, short (no room for SFrame),
 // and SFrameReceiver's own (badHeader, unknownKid, auth, replay), except
 // that a frame refused as a replay which is a copy of one opened recently
 // (same KID, counter, clear prefix and tag: delivered twice) counts as
-// duplicate (recent.js).
+// duplicate (recent.js). video counts the video frames that entered a
+// transform, by connection: the page compares them with what the browser
+// says it encoded and received, to notice a transform the browser dropped
+// (session.js checkTransforms).
 
 import { SFrameSender, SFrameReceiver, parseHeader, splitKid, makeKid, ratchet, getSuite, AES_128_GCM_SHA256_128 } from './sframe.js';
 import { RecentFrames } from './recent.js';
@@ -40,6 +44,15 @@ const TAG_LENGTH = getSuite(SUITE).Nt;
 const LOOKAHEAD = 4;
 /** How long a replaced key stays usable for frames still in flight. */
 const KEEP_OLD_MS = 5000;
+/**
+ * A video frame that is not a key frame, arriving after this long without
+ * one from the same peer, most likely follows lost frames (an outage, a new
+ * media path): ask for a key frame at once. Chromium's decoder asks for one
+ * by itself only after about 3 s of undecodable frames.
+ */
+const GAP_MS = 500;
+/** At most one such request per peer this often. */
+const GAP_REQUEST_EVERY_MS = 1000;
 
 const te = new TextEncoder();
 const LABEL = te.encode('parley/1 media');
@@ -51,10 +64,14 @@ let unsent = 0;
 
 /**
  * @typedef {{rx: SFrameReceiver, newest: {gen: number, step: number, base: Uint8Array, index: number} | null,
- *   opened: number, dropped: number, reasons: Record<string, number>, ahead: Promise<void>, recent: RecentFrames}} PeerKeys
+ *   opened: number, dropped: number, reasons: Record<string, number>, ahead: Promise<void>, recent: RecentFrames,
+ *   askedAt: number}} PeerKeys
  */
 /** @type {Map<string, PeerKeys>} */
 const peers = new Map();
+
+/** Video frames that entered a transform, by direction and peer. @type {{send: Record<string, number>, recv: Record<string, number>}} */
+const videoFrames = { send: {}, recv: {} };
 
 /** Transformers of the sending side, to make a key frame after a key change. @type {Set<any>} */
 const senders = new Set();
@@ -65,7 +82,7 @@ const receivers = new Map();
 function peerKeys(peer) {
   let p = peers.get(peer);
   if (!p) {
-    p = { rx: new SFrameReceiver(SUITE), newest: null, opened: 0, dropped: 0, reasons: {}, ahead: Promise.resolve(), recent: new RecentFrames(TAG_LENGTH) };
+    p = { rx: new SFrameReceiver(SUITE), newest: null, opened: 0, dropped: 0, reasons: {}, ahead: Promise.resolve(), recent: new RecentFrames(TAG_LENGTH), askedAt: 0 };
     peers.set(peer, p);
   }
   return p;
@@ -106,11 +123,12 @@ function metadata(kind, prefix) {
 }
 
 /**
- * @param {string} kind
+ * @param {string} kind @param {string} peer
  * @returns {(frame: any, controller: TransformStreamDefaultController) => Promise<void>}
  */
-function encrypter(kind) {
+function encrypter(kind, peer) {
   return async (frame, controller) => {
+    if (kind === 'video') videoFrames.send[peer] = (videoFrames.send[peer] || 0) + 1;
     const data = new Uint8Array(frame.data);
     if (data.length === 0 || !sender) {
       // Never send a frame in the clear: without a key there is no frame.
@@ -140,8 +158,18 @@ function encrypter(kind) {
  * @returns {(frame: any, controller: TransformStreamDefaultController) => Promise<void>}
  */
 function decrypter(peer, kind) {
+  let lastAt = 0;
   return async (frame, controller) => {
     const p = peerKeys(peer);
+    if (kind === 'video') {
+      videoFrames.recv[peer] = (videoFrames.recv[peer] || 0) + 1;
+      const now = Date.now();
+      if (lastAt > 0 && now - lastAt >= GAP_MS && frame.type !== 'key' && now - p.askedAt >= GAP_REQUEST_EVERY_MS) {
+        p.askedAt = now;
+        requestKeyFrame(peer);
+      }
+      lastAt = now;
+    }
     const data = new Uint8Array(frame.data);
     const drop = (/** @type {string} */ why) => {
       p.dropped++;
@@ -233,7 +261,7 @@ function retire(p, kid) {
  * @param {ReadableStream} readable @param {WritableStream} writable
  */
 function pipe(o, readable, writable) {
-  const transform = o.role === 'send' ? encrypter(o.kind) : decrypter(o.peer, o.kind);
+  const transform = o.role === 'send' ? encrypter(o.kind, o.peer) : decrypter(o.peer, o.kind);
   // (Returns a promise that settles when the connection's stream ends.)
   return readable.pipeThrough(new TransformStream({ transform })).pipeTo(writable).catch(() => {});
 }
@@ -299,6 +327,8 @@ self.onmessage = async (/** @type {MessageEvent} */ ev) => {
     }
     case 'drop-peer':
       peers.delete(m.peer);
+      delete videoFrames.send[m.peer];
+      delete videoFrames.recv[m.peer];
       break;
     case 'streams':
       pipe(m, m.readable, m.writable);
@@ -308,7 +338,7 @@ self.onmessage = async (/** @type {MessageEvent} */ ev) => {
       const out = {};
       for (const [id, p] of peers) out[id] = { opened: p.opened, dropped: p.dropped, reasons: { ...p.reasons } };
       // @ts-ignore
-      self.postMessage({ op: 'stats', stats: { sent, unsent, peers: out } });
+      self.postMessage({ op: 'stats', stats: { sent, unsent, peers: out, video: { send: { ...videoFrames.send }, recv: { ...videoFrames.recv } } } });
       break;
     }
   }

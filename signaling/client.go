@@ -302,7 +302,7 @@ func (c *client) handle(m *Message) bool {
 			c.refuse(pe)
 			return true
 		}
-	case TypeOffer, TypeAnswer, TypeCandidate, TypeE2EE:
+	case TypeOffer, TypeAnswer, TypeCandidate, TypeE2EE, TypeRestartICE:
 		c.forward(m)
 	case TypeICERefresh:
 		// TURN credentials expire (turn-credential-ttl); a long call asks

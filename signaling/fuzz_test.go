@@ -37,7 +37,8 @@ func FuzzDecodeMessage(f *testing.F) {
 			return
 		}
 		switch m.Type {
-		case TypeJoin, TypeOffer, TypeAnswer, TypeCandidate, TypeE2EE, TypeLeave, TypeICERefresh:
+		case TypeJoin, TypeOffer, TypeAnswer, TypeCandidate, TypeE2EE, TypeRestartICE, TypeLeave, TypeICERefresh,
+			TypeAdmit, TypeDeny, TypeRemove, TypeRoster, TypeEnd:
 		default:
 			t.Fatalf("accepted type %q", m.Type)
 		}

@@ -43,6 +43,7 @@ const (
 	TypeAnswer     = "answer"      // client ↔ client via server
 	TypeCandidate  = "candidate"   // client ↔ client via server
 	TypeE2EE       = "e2ee"        // client ↔ client via server: opaque end-to-end key messages
+	TypeRestartICE = "restart-ice" // client ↔ client via server: please make an ICE restart offer (the polite side asks)
 	TypeLeave      = "leave"       // client → server: hanging up
 	TypeICERefresh = "ice-refresh" // client → server: ask for fresh TURN credentials
 	TypeICEServers = "ice-servers" // server → client: the answer, with iceServers
@@ -234,6 +235,10 @@ func checkMessage(m *Message) error {
 	case TypeCandidate:
 		if m.To == "" {
 			return bad("candidate needs a \"to\" peer id.")
+		}
+	case TypeRestartICE:
+		if m.To == "" {
+			return bad("restart-ice needs a \"to\" peer id.")
 		}
 		if m.Candidate != nil && len(m.Candidate.Candidate) > MaxCandidateSize {
 			return bad("candidate over %d bytes.", MaxCandidateSize)

@@ -229,6 +229,15 @@ func TestCallFlow(t *testing.T) {
 	if ans := b.expect(TypeAnswer); ans.From != wa.ID || ans.SDP != "v=0 answer" {
 		t.Fatalf("answer %+v", ans)
 	}
+	// restart-ice carries nothing but who asks: an sdp sent along is refused.
+	b.sendRaw(`{"type":"restart-ice","to":"` + wa.ID + `"}`)
+	if r := a.expect(TypeRestartICE); r.From != wb.ID || r.To != "" || r.SDP != "" || r.Payload != nil {
+		t.Fatalf("restart-ice %+v", r)
+	}
+	b.sendRaw(`{"type":"restart-ice","to":"` + wa.ID + `","sdp":"v=0"}`)
+	if r := a.expect(TypeRestartICE); r.SDP != "" {
+		t.Fatalf("restart-ice forwarded another type's field: %+v", r)
+	}
 	mid := "0"
 	b.sendRaw(`{"type":"candidate","to":"` + wa.ID + `","candidate":{"candidate":"candidate:1 1 udp 1 127.0.0.1 5000 typ host","sdpMid":"0","sdpMLineIndex":0}}`)
 	if c := a.expect(TypeCandidate); c.Candidate == nil || c.Candidate.SDPMid == nil || *c.Candidate.SDPMid != mid {
@@ -279,6 +288,10 @@ func TestBadInput(t *testing.T) {
 		c.join(room, "Offerer")
 		c.send(Message{Type: TypeOffer, To: "nobody", SDP: "v=0"})
 		c.expectError(CodeUnknownPeer)
+		c.send(Message{Type: TypeRestartICE, To: "nobody"})
+		c.expectError(CodeUnknownPeer)
+		c.send(Message{Type: TypeRestartICE})
+		c.expectError(CodeBadMessage)
 	})
 	t.Run("join an unknown room", func(t *testing.T) {
 		for _, id := range []string{"AAAAAAAAAAAAAAAAAAAAAA", "short", "../etc/passwd"} {

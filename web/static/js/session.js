@@ -46,7 +46,10 @@ const isFirefox = /Firefox\//.test(navigator.userAgent);
  * }} ConsultState
  * @typedef {{hostKey: Uint8Array, record?: import('./consult.js').HostRecord|null, store?: import('./consult.js').HostStore|null}} ConsultOpts
  * @typedef {{code: string, confirmed: string[], holders: string[], suspended: string[], problems: {peer: string, name: string, text: string}[]}} Security
- * @typedef {{sent: number, unsent: number, peers: Record<string, {opened: number, dropped: number, reasons: Record<string, number>}>}} WorkerStats
+ * @typedef {{sent: number, unsent: number, peers: Record<string, {opened: number, dropped: number, reasons: Record<string, number>}>,
+ *   video?: {send: Record<string, number>, recv: Record<string, number>}}} WorkerStats
+ * @typedef {{browser: number, worker: number, bad: number, repairs: number}} TransformCheck
+ * @typedef {{sr: RTCRtpSender|RTCRtpReceiver, role: 'send'|'recv', peer: string, frames: number}} BrowserCount
  */
 
 /**
@@ -62,6 +65,18 @@ export const UNSUSPEND_AFTER_MS = 5000;
 export const NEVER_CONNECTED_MS = 30000;
 /** Offers and candidates from a peer not yet confirmed are held this long, at most. */
 const HOLD_MS = 30000;
+/** An impolite page answers a restart-ice request only if its own last ICE restart is older than this. */
+const RESTART_REQUEST_SKIP_MS = 2000;
+/**
+ * A connection's video whose browser counters (frames received, frames
+ * encoded) grew by at least this many frames in a second while none went
+ * through our transform has lost its transform (checkTransforms) ...
+ */
+const BYPASS_FRAMES = 5;
+/** ... when that is seen this many seconds in a row; then it gets a new one ... */
+const BYPASS_SECONDS = 2;
+/** ... and when that has not helped this many times in a row, the badge says so. */
+const BYPASS_REPAIRS = 1;
 
 export class CallSession {
   /**
@@ -111,6 +126,10 @@ export class CallSession {
     this.worker = new Worker(new URL('../e2ee/worker.js', import.meta.url), { type: 'module', name: 'parley-e2ee' });
     /** @type {WeakSet<RTCRtpSender|RTCRtpReceiver>} */
     this.transformed = new WeakSet();
+    /** Per sender and receiver: its browser counter and the worker's, at the last check. @type {WeakMap<RTCRtpSender|RTCRtpReceiver, TransformCheck>} */
+    this.transformChecks = new WeakMap();
+    /** Video the browser keeps handling without our transform, by role and peer ('send peer'): whose, and what that means. @type {Map<string, {peer: string, text: string}>} */
+    this.bypassed = new Map();
     /** Per-peer problems found by key agreement (bad MACs and the like). @type {Map<string, string>} */
     this.keyProblems = new Map();
     /** @type {WorkerStats|null} */
@@ -152,11 +171,30 @@ export class CallSession {
     }, opts.consultation ? { hostKey: opts.consultation.hostKey, isHost: !!opts.consultation.record } : {});
     /** The consultation side (rosters, knocks, freshness); null in an open room. */
     this.consult = opts.consultation ? new Consult(this, opts.consultation) : null;
-    this.worker.onmessage = (ev) => { if (ev.data?.op === 'stats') this.onWorkerStats(ev.data.stats); };
+    /** The browser's video counters read just before the last stats request (checkTransforms). @type {BrowserCount[]|null} */
+    this.browserCounts = null;
+    this.worker.onmessage = (ev) => {
+      if (ev.data?.op !== 'stats') return;
+      this.onWorkerStats(ev.data.stats);
+      const counts = this.browserCounts;
+      this.browserCounts = null;
+      if (counts) this.checkTransforms(ev.data.stats, counts);
+    };
+    let reading = false;
     /** @type {ReturnType<typeof setInterval>|undefined} */
-    this.statsTimer = setInterval(() => {
-      this.worker.postMessage({ op: 'stats' });
+    this.statsTimer = setInterval(async () => {
       this.checkConnections();
+      // The browser's counters first, then the worker's (its answer comes
+      // after): a frame the browser counted that went through the worker
+      // is in the worker's count by then.
+      if (reading) return;
+      reading = true;
+      try {
+        this.browserCounts = await this.readBrowserCounts().catch((e) => { console.warn('video counters', e); return null; });
+      } finally {
+        reading = false;
+      }
+      if (!this.ended) this.worker.postMessage({ op: 'stats' });
     }, 1000);
   }
 
@@ -330,6 +368,9 @@ export class CallSession {
         problems.push({ peer: pid, name: 'An unseen participant', text: 'holds a key to this call but is not in the call list' });
       }
     }
+    for (const { peer, text } of this.bypassed.values()) {
+      if (this.remotes.has(peer)) problems.push({ peer, name: this.displayName(peer), text });
+    }
     for (const peer of this.undecryptable) {
       if (this.keyProblems.has(peer)) continue;
       const name = this.remotes.get(peer)?.name || 'Someone';
@@ -380,6 +421,100 @@ export class CallSession {
       changed = true;
     }
     if (changed) this.reportSecurity();
+  }
+
+  /**
+   * A browser can drop an encoded transform and go on without it: Chromium
+   * (156) recreates a video receive stream without its transform when a
+   * renegotiation rolls back a local offer (crossing offers). Frames would
+   * then reach the decoder unopened, so a picture that someone on the path
+   * made up could be shown; a sender in that state would send video in the
+   * clear. Once a second, for each connection's video, the frames the
+   * browser counts (received; encoded) are compared with those that went
+   * through our transform (the worker's counts): a browser count that
+   * grows by BYPASS_FRAMES or more while ours stands still, BYPASS_SECONDS
+   * in a row, gets the transform put on again. If that does not help
+   * BYPASS_REPAIRS times in a row, the badge says so.
+   * @param {WorkerStats} st the worker's answer @param {BrowserCount[]} counts the browser's, read just before
+   */
+  checkTransforms(st, counts) {
+    if (!st.video || this.ended) return;
+    let changed = false;
+    for (const { sr, role, peer, frames } of counts) {
+      if (!this.remotes.has(peer)) continue;
+      const bad = this.checkTransform(sr, role, peer, frames, st.video[role][peer] || 0);
+      const key = `${role} ${peer}`;
+      if (bad === null || bad === this.bypassed.has(key)) continue;
+      changed = true;
+      if (!bad) {
+        this.bypassed.delete(key);
+        continue;
+      }
+      const text = role === 'send'
+        ? 'may be getting your video unencrypted: your browser stopped encrypting it. Leave the call and join again'
+        : 'has video your browser shows without decrypting it. Leave the call and join again';
+      this.bypassed.set(key, { peer, text });
+    }
+    if (changed) this.reportSecurity();
+  }
+
+  /**
+   * The browser's counters for each connected connection's video: frames
+   * received by its receiver, frames encoded for its sender.
+   * @returns {Promise<BrowserCount[]>}
+   */
+  async readBrowserCounts() {
+    /** @type {BrowserCount[]} */
+    const out = [];
+    if (!useScriptTransform) return out;
+    for (const [peer, r] of this.remotes) {
+      if (r.pc.connectionState !== 'connected') continue;
+      for (const t of r.pc.getTransceivers()) {
+        if (t.receiver.track.kind !== 'video' || t.currentDirection === 'stopped') continue;
+        for (const [sr, role] of /** @type {const} */ ([[t.receiver, 'recv'], [t.sender, 'send']])) {
+          const type = role === 'send' ? 'outbound-rtp' : 'inbound-rtp';
+          let frames = -1;
+          (await sr.getStats()).forEach((x) => {
+            if (x.type !== type || x.kind !== 'video') return;
+            frames = Math.max(frames, 0) + ((role === 'send' ? x.framesEncoded : x.framesReceived) || 0);
+          });
+          if (frames >= 0) out.push({ sr, role, peer, frames });
+        }
+      }
+    }
+    return out;
+  }
+
+  /**
+   * One sender's or receiver's check (checkTransforms).
+   * @param {RTCRtpSender|RTCRtpReceiver} sr @param {'send'|'recv'} role @param {string} peer
+   * @param {number} browser the browser's count @param {number} worker the worker's
+   * @returns {boolean|null} true once repairs did not help, false once frames go through again after a repair, else null
+   */
+  checkTransform(sr, role, peer, browser, worker) {
+    const last = this.transformChecks.get(sr);
+    const c = last || { browser, worker, bad: 0, repairs: 0 };
+    this.transformChecks.set(sr, c);
+    // A recreated stream starts its counters again.
+    const grew = browser >= c.browser ? browser - c.browser : browser;
+    const ours = worker - c.worker;
+    c.browser = browser;
+    c.worker = worker;
+    if (!last) return null;
+    if (ours > 0) {
+      c.bad = 0;
+      if (c.repairs === 0) return null;
+      c.repairs = 0;
+      return false;
+    }
+    if (grew < BYPASS_FRAMES) return null;
+    if (++c.bad < BYPASS_SECONDS) return null;
+    c.bad = 0;
+    c.repairs++;
+    console.warn(`the ${role === 'send' ? 'sender' : 'receiver'} transform for ${peer} was dropped by the browser (${grew} frames without it): putting it on again (${c.repairs})`);
+    this.transformed.delete(sr);
+    this.transform(sr, role, peer, 'video');
+    return c.repairs > BYPASS_REPAIRS ? true : null;
   }
 
   /**
@@ -551,6 +686,7 @@ export class CallSession {
     sig.on('offer', (m) => this.afterKeys(() => this.onDescription(m, 'offer')));
     sig.on('answer', (m) => this.afterKeys(() => this.onDescription(m, 'answer')));
     sig.on('candidate', (m) => this.afterKeys(() => this.onCandidate(m)));
+    sig.on('restart-ice', (m) => this.onRestartRequest(m));
     sig.on('error', (m) => {
       if (m.code === 'unknown-peer') return; // a peer left while we were talking to it
       this.events.onNotice?.(m.message || 'The server reported an error.');
@@ -686,23 +822,45 @@ export class CallSession {
     }
     await this.keys.resync();
     for (const r of this.remotes.values()) {
-      if (this.relay || r.pc.connectionState !== 'connected') this.restartIce(r);
+      if (!this.relay && r.pc.connectionState === 'connected') continue;
+      r.iceRestartAt = Date.now();
+      this.restartIce(r);
     }
     this.events.onResumed?.();
   }
 
   /**
    * An ICE restart (a new media path, e.g. after a network change or with
-   * fresh relay credentials). Both sides may call it: perfect negotiation
-   * settles colliding offers.
+   * fresh relay credentials). Once a connection's first offer is answered,
+   * only its impolite side makes offers: the polite side asks for the
+   * restart with restart-ice (docs/protocol.md). Offers then never cross,
+   * and the polite side never rolls its own offer back: after such a
+   * rollback Chromium (156) recreates the video receive stream without its
+   * encoded transform, and the decoder gets ciphertext (checkTransforms).
    * @param {Remote} r
    */
   restartIce(r) {
+    if (r.polite && r.pc.currentRemoteDescription) {
+      this.sig.send({ type: 'restart-ice', to: r.id });
+      return;
+    }
     try {
       r.pc.restartIce();
     } catch (e) {
       console.warn('ICE restart', e);
     }
+  }
+
+  /**
+   * The polite side of a connection asks for an ICE restart; a restart of
+   * ours in the last RESTART_REQUEST_SKIP_MS serves it already.
+   * @param {Message} m
+   */
+  onRestartRequest(m) {
+    const r = this.remotes.get(m.from || '');
+    if (!r || r.polite || Date.now() - r.iceRestartAt < RESTART_REQUEST_SKIP_MS) return;
+    r.iceRestartAt = Date.now();
+    this.restartIce(r);
   }
 
   /**
@@ -879,6 +1037,8 @@ export class CallSession {
     const r = this.remotes.get(id);
     if (!r) return;
     this.remotes.delete(id);
+    this.bypassed.delete(`send ${id}`);
+    this.bypassed.delete(`recv ${id}`);
     r.data?.cutOff(reason === 'removed' ? 'they were removed from the call' : 'they left the call');
     r.pc.close();
     this.events.onRemoteRemoved?.(r, reason);
