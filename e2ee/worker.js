@@ -21,16 +21,18 @@
 //   {op: 'recv-key', peer: string, kid: bigint, key: Uint8Array} a peer's key
 //   {op: 'drop-peer', peer: string}                           forget a peer's keys
 //   {op: 'key-frame', peer: string}                           a connection is back: key frames both ways
-//   {op: 'streams', role, peer, kind, readable, writable}     createEncodedStreams fallback
-//   {op: 'stats'}                                             → {op: 'stats', stats}
-// Worker → page: {op: 'stats', stats: {sent, unsent, peers: {[peer]: {opened, dropped, reasons}},
-//                                      video: {send: {[peer]: n}, recv: {[peer]: n}}}}
+//   {op: 'streams', role, peer, kind, id, readable, writable} createEncodedStreams fallback
+//   {op: 'stats', seq}                                        → {op: 'stats', seq, stats}
+// Worker → page: {op: 'stats', seq, stats: {sent, unsent, peers: {[peer]: {opened, dropped, reasons}},
+//                                           video: {[transform id]: n}}}
+// A transform's options (RTCRtpScriptTransform) are {role, peer, kind, id}:
+// id names that one transform (session.js).
 // reasons counts dropped frames by why: empty, short (no room for SFrame),
 // and SFrameReceiver's own (badHeader, unknownKid, auth, replay), except
 // that a frame refused as a replay which is a copy of one opened recently
 // (same KID, counter, clear prefix and tag: delivered twice) counts as
-// duplicate (recent.js). video counts the video frames that entered a
-// transform, by connection: the page compares them with what the browser
+// duplicate (recent.js). video counts the video frames that entered each
+// transform, before any check: the page compares them with what the browser
 // says it encoded and received, to notice a transform the browser dropped
 // (session.js checkTransforms).
 
@@ -45,10 +47,11 @@ const LOOKAHEAD = 4;
 /** How long a replaced key stays usable for frames still in flight. */
 const KEEP_OLD_MS = 5000;
 /**
- * A video frame that is not a key frame, arriving after this long without
- * one from the same peer, most likely follows lost frames (an outage, a new
- * media path): ask for a key frame at once. Chromium's decoder asks for one
- * by itself only after about 3 s of undecodable frames.
+ * A video frame that opens and is not a key frame, after at least this long
+ * (and three times the usual interval) without one from the same
+ * connection, most likely follows lost frames (an outage, a new media
+ * path): ask for a key frame at once. Chromium's decoder asks for one by
+ * itself only after about 3 s of undecodable frames.
  */
 const GAP_MS = 500;
 /** At most one such request per peer this often. */
@@ -70,8 +73,15 @@ let unsent = 0;
 /** @type {Map<string, PeerKeys>} */
 const peers = new Map();
 
-/** Video frames that entered a transform, by direction and peer. @type {{send: Record<string, number>, recv: Record<string, number>}} */
-const videoFrames = { send: {}, recv: {} };
+/** Video frames that entered each transform, by its id, and whose it is. @type {Map<string, {peer: string, n: number}>} */
+const videoFrames = new Map();
+
+/** Counts a video frame that entered the transform with this id. @param {string} id @param {string} peer */
+function countVideo(id, peer) {
+  const c = videoFrames.get(id);
+  if (c) c.n++;
+  else videoFrames.set(id, { peer, n: 1 });
+}
 
 /** Transformers of the sending side, to make a key frame after a key change. @type {Set<any>} */
 const senders = new Set();
@@ -123,12 +133,12 @@ function metadata(kind, prefix) {
 }
 
 /**
- * @param {string} kind @param {string} peer
+ * @param {string} kind @param {string} peer @param {string} id the transform's
  * @returns {(frame: any, controller: TransformStreamDefaultController) => Promise<void>}
  */
-function encrypter(kind, peer) {
+function encrypter(kind, peer, id) {
   return async (frame, controller) => {
-    if (kind === 'video') videoFrames.send[peer] = (videoFrames.send[peer] || 0) + 1;
+    if (kind === 'video') countVideo(id, peer);
     const data = new Uint8Array(frame.data);
     if (data.length === 0 || !sender) {
       // Never send a frame in the clear: without a key there is no frame.
@@ -154,22 +164,16 @@ function encrypter(kind, peer) {
 }
 
 /**
- * @param {string} peer @param {string} kind
+ * @param {string} peer @param {string} kind @param {string} id the transform's
  * @returns {(frame: any, controller: TransformStreamDefaultController) => Promise<void>}
  */
-function decrypter(peer, kind) {
+function decrypter(peer, kind, id) {
+  // When the last frame opened, and the usual interval between frames (ms).
   let lastAt = 0;
+  let interval = 0;
   return async (frame, controller) => {
     const p = peerKeys(peer);
-    if (kind === 'video') {
-      videoFrames.recv[peer] = (videoFrames.recv[peer] || 0) + 1;
-      const now = Date.now();
-      if (lastAt > 0 && now - lastAt >= GAP_MS && frame.type !== 'key' && now - p.askedAt >= GAP_REQUEST_EVERY_MS) {
-        p.askedAt = now;
-        requestKeyFrame(peer);
-      }
-      lastAt = now;
-    }
+    if (kind === 'video') countVideo(id, peer);
     const data = new Uint8Array(frame.data);
     const drop = (/** @type {string} */ why) => {
       p.dropped++;
@@ -199,6 +203,16 @@ function decrypter(peer, kind) {
     out.set(plain, n);
     frame.data = out.buffer;
     p.opened++;
+    if (kind === 'video') {
+      const now = Date.now();
+      const since = now - lastAt;
+      if (lastAt > 0 && since >= Math.max(GAP_MS, 3 * interval) && frame.type !== 'key' && now - p.askedAt >= GAP_REQUEST_EVERY_MS) {
+        p.askedAt = now;
+        requestKeyFrame(peer);
+      }
+      if (lastAt > 0) interval = interval ? 0.9 * interval + 0.1 * Math.min(since, 1000) : Math.min(since, 1000);
+      lastAt = now;
+    }
     controller.enqueue(frame);
   };
 }
@@ -257,13 +271,14 @@ function retire(p, kid) {
 
 /**
  * Installs a transform on a pair of encoded streams.
- * @param {{role: string, peer: string, kind: string}} o
+ * @param {{role: string, peer: string, kind: string, id: string}} o
  * @param {ReadableStream} readable @param {WritableStream} writable
  */
 function pipe(o, readable, writable) {
-  const transform = o.role === 'send' ? encrypter(o.kind, o.peer) : decrypter(o.peer, o.kind);
+  const transform = o.role === 'send' ? encrypter(o.kind, o.peer, o.id) : decrypter(o.peer, o.kind, o.id);
   // (Returns a promise that settles when the connection's stream ends.)
-  return readable.pipeThrough(new TransformStream({ transform })).pipeTo(writable).catch(() => {});
+  return readable.pipeThrough(new TransformStream({ transform })).pipeTo(writable).catch(() => {})
+    .finally(() => videoFrames.delete(o.id));
 }
 
 // RTCRtpScriptTransform (Chromium, Firefox, Safari).
@@ -327,8 +342,7 @@ self.onmessage = async (/** @type {MessageEvent} */ ev) => {
     }
     case 'drop-peer':
       peers.delete(m.peer);
-      delete videoFrames.send[m.peer];
-      delete videoFrames.recv[m.peer];
+      for (const [id, c] of videoFrames) if (c.peer === m.peer) videoFrames.delete(id);
       break;
     case 'streams':
       pipe(m, m.readable, m.writable);
@@ -338,7 +352,11 @@ self.onmessage = async (/** @type {MessageEvent} */ ev) => {
       const out = {};
       for (const [id, p] of peers) out[id] = { opened: p.opened, dropped: p.dropped, reasons: { ...p.reasons } };
       // @ts-ignore
-      self.postMessage({ op: 'stats', stats: { sent, unsent, peers: out, video: { send: { ...videoFrames.send }, recv: { ...videoFrames.recv } } } });
+      /** @type {Record<string, number>} */
+      const video = {};
+      for (const [id, c] of videoFrames) video[id] = c.n;
+      // @ts-ignore
+      self.postMessage({ op: 'stats', seq: m.seq, stats: { sent, unsent, peers: out, video } });
       break;
     }
   }

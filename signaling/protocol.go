@@ -236,12 +236,12 @@ func checkMessage(m *Message) error {
 		if m.To == "" {
 			return bad("candidate needs a \"to\" peer id.")
 		}
+		if m.Candidate != nil && len(m.Candidate.Candidate) > MaxCandidateSize {
+			return bad("candidate over %d bytes.", MaxCandidateSize)
+		}
 	case TypeRestartICE:
 		if m.To == "" {
 			return bad("restart-ice needs a \"to\" peer id.")
-		}
-		if m.Candidate != nil && len(m.Candidate.Candidate) > MaxCandidateSize {
-			return bad("candidate over %d bytes.", MaxCandidateSize)
 		}
 	case TypeE2EE:
 		if len(m.Payload) == 0 || len(m.Payload) > MaxPayloadSize {

@@ -292,6 +292,9 @@ func TestBadInput(t *testing.T) {
 		c.expectError(CodeUnknownPeer)
 		c.send(Message{Type: TypeRestartICE})
 		c.expectError(CodeBadMessage)
+		// A candidate over MaxCandidateSize is refused, not forwarded.
+		c.sendRaw(`{"type":"candidate","to":"nobody","candidate":{"candidate":"` + strings.Repeat("a", MaxCandidateSize+1) + `"}}`)
+		c.expectError(CodeBadMessage)
 	})
 	t.Run("join an unknown room", func(t *testing.T) {
 		for _, id := range []string{"AAAAAAAAAAAAAAAAAAAAAA", "short", "../etc/passwd"} {

@@ -47,9 +47,9 @@ const isFirefox = /Firefox\//.test(navigator.userAgent);
  * @typedef {{hostKey: Uint8Array, record?: import('./consult.js').HostRecord|null, store?: import('./consult.js').HostStore|null}} ConsultOpts
  * @typedef {{code: string, confirmed: string[], holders: string[], suspended: string[], problems: {peer: string, name: string, text: string}[]}} Security
  * @typedef {{sent: number, unsent: number, peers: Record<string, {opened: number, dropped: number, reasons: Record<string, number>}>,
- *   video?: {send: Record<string, number>, recv: Record<string, number>}}} WorkerStats
- * @typedef {{browser: number, worker: number, bad: number, repairs: number}} TransformCheck
- * @typedef {{sr: RTCRtpSender|RTCRtpReceiver, role: 'send'|'recv', peer: string, frames: number}} BrowserCount
+ *   video?: Record<string, number>}} WorkerStats
+ * @typedef {{id: string, browser: number, worker: number, bad: number, repairs: number}} TransformCheck
+ * @typedef {{sr: RTCRtpSender|RTCRtpReceiver, role: 'send'|'recv', peer: string, id: string, frames: number}} BrowserCount
  */
 
 /**
@@ -128,6 +128,9 @@ export class CallSession {
     this.transformed = new WeakSet();
     /** Per sender and receiver: its browser counter and the worker's, at the last check. @type {WeakMap<RTCRtpSender|RTCRtpReceiver, TransformCheck>} */
     this.transformChecks = new WeakMap();
+    /** The id of the transform on each sender and receiver (the worker counts frames by it). @type {WeakMap<RTCRtpSender|RTCRtpReceiver, string>} */
+    this.transformIds = new WeakMap();
+    this.transformSeq = 0;
     /** Video the browser keeps handling without our transform, by role and peer ('send peer'): whose, and what that means. @type {Map<string, {peer: string, text: string}>} */
     this.bypassed = new Map();
     /** Per-peer problems found by key agreement (bad MACs and the like). @type {Map<string, string>} */
@@ -171,30 +174,33 @@ export class CallSession {
     }, opts.consultation ? { hostKey: opts.consultation.hostKey, isHost: !!opts.consultation.record } : {});
     /** The consultation side (rosters, knocks, freshness); null in an open room. */
     this.consult = opts.consultation ? new Consult(this, opts.consultation) : null;
-    /** The browser's video counters read just before the last stats request (checkTransforms). @type {BrowserCount[]|null} */
+    /** The browser's video counters, read just before stats request seq (checkTransforms). @type {{seq: number, counts: BrowserCount[]}|null} */
     this.browserCounts = null;
+    let seq = 0;
     this.worker.onmessage = (ev) => {
       if (ev.data?.op !== 'stats') return;
       this.onWorkerStats(ev.data.stats);
-      const counts = this.browserCounts;
-      this.browserCounts = null;
-      if (counts) this.checkTransforms(ev.data.stats, counts);
+      const read = this.browserCounts;
+      if (read && read.seq === ev.data.seq) {
+        this.browserCounts = null;
+        this.checkTransforms(ev.data.stats, read.counts);
+      }
     };
-    let reading = false;
     /** @type {ReturnType<typeof setInterval>|undefined} */
     this.statsTimer = setInterval(async () => {
       this.checkConnections();
       // The browser's counters first, then the worker's (its answer comes
       // after): a frame the browser counted that went through the worker
-      // is in the worker's count by then.
-      if (reading) return;
-      reading = true;
-      try {
-        this.browserCounts = await this.readBrowserCounts().catch((e) => { console.warn('video counters', e); return null; });
-      } finally {
-        reading = false;
-      }
-      if (!this.ended) this.worker.postMessage({ op: 'stats' });
+      // is in the worker's count by then. A getStats that does not answer
+      // within 800 ms holds nothing up: that second has no check.
+      const n = ++seq;
+      /** @type {BrowserCount[]|null} */
+      const counts = await Promise.race([
+        this.readBrowserCounts().catch((e) => { console.warn('video counters', e); return null; }),
+        new Promise((resolve) => { setTimeout(() => resolve(null), 800); }),
+      ]);
+      this.browserCounts = counts && n === seq ? { seq: n, counts } : null;
+      if (!this.ended) this.worker.postMessage({ op: 'stats', seq: n });
     }, 1000);
   }
 
@@ -440,9 +446,9 @@ export class CallSession {
   checkTransforms(st, counts) {
     if (!st.video || this.ended) return;
     let changed = false;
-    for (const { sr, role, peer, frames } of counts) {
+    for (const { sr, role, peer, id, frames } of counts) {
       if (!this.remotes.has(peer)) continue;
-      const bad = this.checkTransform(sr, role, peer, frames, st.video[role][peer] || 0);
+      const bad = this.checkTransform(sr, role, peer, id, frames, st.video[id] || 0);
       const key = `${role} ${peer}`;
       if (bad === null || bad === this.bypassed.has(key)) continue;
       changed = true;
@@ -472,13 +478,16 @@ export class CallSession {
       for (const t of r.pc.getTransceivers()) {
         if (t.receiver.track.kind !== 'video' || t.currentDirection === 'stopped') continue;
         for (const [sr, role] of /** @type {const} */ ([[t.receiver, 'recv'], [t.sender, 'send']])) {
+          const id = this.transformIds.get(sr);
+          if (!id) continue;
           const type = role === 'send' ? 'outbound-rtp' : 'inbound-rtp';
+          // A browser that does not give the counter is not checked.
           let frames = -1;
           (await sr.getStats()).forEach((x) => {
-            if (x.type !== type || x.kind !== 'video') return;
-            frames = Math.max(frames, 0) + ((role === 'send' ? x.framesEncoded : x.framesReceived) || 0);
+            const v = x.type === type && x.kind === 'video' ? (role === 'send' ? x.framesEncoded : x.framesReceived) : undefined;
+            if (typeof v === 'number') frames = Math.max(frames, 0) + v;
           });
-          if (frames >= 0) out.push({ sr, role, peer, frames });
+          if (frames >= 0) out.push({ sr, role, peer, id, frames });
         }
       }
     }
@@ -487,14 +496,21 @@ export class CallSession {
 
   /**
    * One sender's or receiver's check (checkTransforms).
-   * @param {RTCRtpSender|RTCRtpReceiver} sr @param {'send'|'recv'} role @param {string} peer
-   * @param {number} browser the browser's count @param {number} worker the worker's
+   * @param {RTCRtpSender|RTCRtpReceiver} sr @param {'send'|'recv'} role @param {string} peer @param {string} id its transform's
+   * @param {number} browser the browser's count @param {number} worker the worker's, for that transform
    * @returns {boolean|null} true once repairs did not help, false once frames go through again after a repair, else null
    */
-  checkTransform(sr, role, peer, browser, worker) {
+  checkTransform(sr, role, peer, id, browser, worker) {
     const last = this.transformChecks.get(sr);
-    const c = last || { browser, worker, bad: 0, repairs: 0 };
+    const c = last || { id, browser, worker, bad: 0, repairs: 0 };
     this.transformChecks.set(sr, c);
+    if (c.id !== id) {
+      // A new transform (ours, after a repair): its count starts again.
+      c.id = id;
+      c.browser = browser;
+      c.worker = worker;
+      return null;
+    }
     // A recreated stream starts its counters again.
     const grew = browser >= c.browser ? browser - c.browser : browser;
     const ours = worker - c.worker;
@@ -527,7 +543,9 @@ export class CallSession {
   transform(sr, role, peer, kind) {
     if (this.transformed.has(sr)) return;
     this.transformed.add(sr);
-    const options = { role, peer, kind };
+    const id = `${role}-${++this.transformSeq}`;
+    this.transformIds.set(sr, id);
+    const options = { role, peer, kind, id };
     if (useScriptTransform) {
       sr.transform = new RTCRtpScriptTransform(this.worker, options);
     } else {
@@ -983,9 +1001,18 @@ export class CallSession {
     }
     const pc = r.pc;
     try {
+      // An offer while ours is under way: ignored, on both sides. Perfect
+      // negotiation would have the polite side roll its own offer back,
+      // but after a rollback Chromium (156) recreates the video receive
+      // stream without its encoded transform (docs/security.md §3.7). With
+      // an honest server offers never cross (restartIce); a server that
+      // makes them cross stalls this connection, no more.
       const collision = type === 'offer' && (r.makingOffer || pc.signalingState !== 'stable');
-      r.ignoreOffer = !r.polite && collision;
-      if (r.ignoreOffer) return;
+      r.ignoreOffer = collision;
+      if (r.ignoreOffer) {
+        console.warn(`ignored an offer from ${from} that crossed ours`);
+        return;
+      }
       // The remote's Opus parameters tell our encoder how to send: ask it
       // for constant bitrate whatever the other side asked for.
       await pc.setRemoteDescription({ type, sdp: remoteSDP(m.sdp || '', isFirefox) });
