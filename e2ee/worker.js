@@ -53,7 +53,7 @@ const KEEP_OLD_MS = 5000;
  * path): ask for a key frame at once. Chromium's decoder asks for one by
  * itself only after about 3 s of undecodable frames.
  */
-const GAP_MS = 500;
+const GAP_MS = 1000;
 /** At most one such request per peer this often. */
 const GAP_REQUEST_EVERY_MS = 1000;
 
