@@ -3,7 +3,9 @@
 // checking what arrived.
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 /**
  * Types a chat message and sends it with the button.
@@ -38,22 +40,49 @@ export function randomFile(size) {
  * Sends a file from one page to another, as people would: the sender picks
  * it, the receiver clicks Accept, waits for it to arrive and saves it.
  * Returns the saved bytes' SHA-256 and the progress values seen on both sides.
+ *
+ * The file is picked from disk (a temporary directory, removed after the
+ * transfer): a path goes to the local Chromium as a path, while a buffer
+ * of 20 MB goes through the DevTools protocol in base64 (~20 s here).
  * @param {import('playwright-core').Page} from @param {import('playwright-core').Page} to
  * @param {{name: string, buffer: Buffer}} file
  */
 export async function sendFile(from, to, file) {
-  await from.setInputFiles('#file-input', { name: file.name, mimeType: 'application/pdf', buffer: file.buffer });
+  const dir = mkdtempSync(join(tmpdir(), 'parley-file-'));
+  try {
+    const path = join(dir, file.name);
+    writeFileSync(path, file.buffer);
+    await from.setInputFiles('#file-input', path);
+    // The browser reads the picked file from disk as it sends it: the
+    // directory goes only once the transfer is over.
+    return await receiveFile(from, to, file);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * The receiving half of sendFile: Accept, wait, save.
+ * @param {import('playwright-core').Page} from @param {import('playwright-core').Page} to
+ * @param {{name: string}} file
+ */
+async function receiveFile(from, to, file) {
   const row = to.locator('#transfers li', { hasText: file.name }).first();
   await row.locator('button', { hasText: 'Accept' }).click({ timeout: 20000 });
   /** @type {number[]} */
   const seenTo = [], seenFrom = [];
   const save = row.locator('a', { hasText: 'Save' });
   const sendRow = from.locator('#transfers li', { hasText: file.name }).first();
+  // A row's progress bar, or -1 without one. evaluateAll does not wait for
+  // the element (locator.evaluate would, for the whole action timeout, once
+  // a finished transfer has taken its bar away).
+  /** @param {import('playwright-core').Locator} r */
+  const progress = (r) => r.locator('progress').evaluateAll((ps) => ps.length ? /** @type {HTMLProgressElement} */ (ps[0]).value : -1).catch(() => -1);
   const deadline = Date.now() + 120000;
   while (!(await save.count())) {
-    const pt = await row.locator('progress').evaluate((p) => /** @type {HTMLProgressElement} */ (p).value).catch(() => -1);
+    const pt = await progress(row);
     if (pt >= 0) seenTo.push(pt);
-    const pf = await sendRow.locator('progress').evaluate((p) => /** @type {HTMLProgressElement} */ (p).value).catch(() => -1);
+    const pf = await progress(sendRow);
     if (pf >= 0) seenFrom.push(pf);
     const bad = await row.locator('.bad').count();
     if (bad) assert.fail('the transfer failed: ' + await row.innerText());
