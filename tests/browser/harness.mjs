@@ -16,8 +16,12 @@ import { chromium } from 'playwright-core';
 export const repo = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const CHROMIUM = process.env.PARLEY_CHROMIUM || '/usr/bin/chromium';
 
-let binary = '';
-/** Builds cmd/parley once per test process. */
+let binary = process.env.PARLEY_BIN || '';
+/**
+ * Builds cmd/parley once per test process, unless PARLEY_BIN names a binary
+ * already built from this checkout (scripts/test.sh builds one for all the
+ * test files: linking it again for each file cost seconds apiece).
+ */
 export function buildParley() {
   if (binary) return binary;
   const dir = mkdtempSync(join(tmpdir(), 'parley-bin-'));
@@ -168,27 +172,60 @@ const recordPeerConnections = () => {
   Object.setPrototypeOf(window.RTCPeerConnection, Orig);
 };
 
+const CHROMIUM_ARGS = [
+  '--headless=new', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+  '--disable-background-networking', '--disable-component-update', '--disable-sync',
+  '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
+  '--allow-loopback-in-peer-connection', '--autoplay-policy=no-user-gesture-required',
+];
+
+/** @type {Promise<import('playwright-core').Browser> | null} */
+let shared = null;
+// In a test file (node --test runs each in a process of its own) the
+// participants share one Chromium, which this hook closes after the file's
+// last test: an open browser would keep the process from exiting. Other
+// importers (the wire inspector, bench/e2ee-cpu.mjs) leave node:test alone,
+// and their participants each get a Chromium of their own, as before.
+const testFile = /\.test\.mjs$/.test(process.argv[1] || '');
+if (testFile) {
+  const { after } = await import('node:test');
+  after(async () => {
+    const b = shared;
+    shared = null;
+    if (b) await (await b).close().catch(() => {});
+  });
+}
+
 /**
- * Launches one participant: a separate Chromium with its own profile and a
- * fake camera (640x480, 20 fps) and microphone (a beep). executablePath
- * replaces Debian's chromium, e.g. with a wrapper that starts it inside a
- * network namespace (netns.test.mjs).
+ * Launches one participant: its own browser context (a profile of its own:
+ * storage, IndexedDB, cookies) in a Chromium shared by the test file (a
+ * Chromium of its own outside the test runner), with a
+ * fake camera (640x480, 20 fps) and microphone (a beep). Starting a Chromium
+ * per participant cost 1–2 s apiece on two cores. Given args or an
+ * executablePath (e.g. a wrapper that starts Chromium inside a network
+ * namespace, netns.test.mjs), the participant gets a Chromium of its own
+ * with those.
  * @param {{args?: string[], executablePath?: string}} [opts]
  */
 export async function launchBrowser(opts = {}) {
-  const dir = mkdtempSync(join(tmpdir(), 'parley-chromium-'));
-  const ctx = await chromium.launchPersistentContext(dir, {
-    executablePath: opts.executablePath || CHROMIUM,
-    headless: false,
-    ignoreDefaultArgs: ['--headless'],
-    args: [
-      '--headless=new', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync',
-      '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
-      '--allow-loopback-in-peer-connection', '--autoplay-policy=no-user-gesture-required',
-      ...(opts.args || []),
-    ],
-  });
+  /** @type {import('playwright-core').BrowserContext} */
+  let ctx;
+  let dir = '';
+  if (testFile && !opts.args && !opts.executablePath) {
+    if (!shared) {
+      shared = chromium.launch({ executablePath: CHROMIUM, headless: false, ignoreDefaultArgs: ['--headless'], args: CHROMIUM_ARGS });
+      shared.catch(() => { shared = null; });
+    }
+    ctx = await (await shared).newContext();
+  } else {
+    dir = mkdtempSync(join(tmpdir(), 'parley-chromium-'));
+    ctx = await chromium.launchPersistentContext(dir, {
+      executablePath: opts.executablePath || CHROMIUM,
+      headless: false,
+      ignoreDefaultArgs: ['--headless'],
+      args: [...CHROMIUM_ARGS, ...(opts.args || [])],
+    });
+  }
   await ctx.addInitScript(recordPeerConnections);
   const page = ctx.pages()[0] || (await ctx.newPage());
   /** @type {string[]} */
@@ -199,7 +236,7 @@ export async function launchBrowser(opts = {}) {
     ctx, page, consoleLines,
     async close() {
       await ctx.close().catch(() => {});
-      rmSync(dir, { recursive: true, force: true });
+      if (dir) rmSync(dir, { recursive: true, force: true });
     },
   };
 }
