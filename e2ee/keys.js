@@ -188,6 +188,14 @@ async function epochOf(room, pids) {
 const MAX_ATTEMPT = 0x7fffffff;
 
 /**
+ * After this long without a safety code while there is someone to compare
+ * it with, the badge warns (docs/security.md §4.5) ...
+ */
+export const CODE_TIMEOUT_MS = 30000;
+/** ... where only a code shown this long without a break counts as one. */
+export const CODE_STABLE_MS = 15000;
+
+/**
  * A commitment to r: SHA-256("parley/1 commit" || lp(R) || lp(pid) || lp(epoch) || u32(attempt) || r).
  * @param {string} room @param {string} pid @param {Uint8Array} epoch @param {number} attempt @param {Uint8Array} r
  */
@@ -219,6 +227,8 @@ function equalBytes(a, b) {
  *   onWarning: (peer: string, text: string) => void,
  *   switchDelayMs?: number,
  *   rekeyIntervalMs?: number,
+ *   codeTimeoutMs?: number,
+ *   codeStableMs?: number,
  *   onRoster?: (r: import('./roster.js').VerifiedRoster) => void,
  *   onUnlisted?: (pid: string) => void,
  *   onRemoved?: () => void,
@@ -263,6 +273,19 @@ export class KeyAgreement {
     this.members = new Map();
     this.myId = '';
     this.code = '';
+    /**
+     * Since when this page has had no safety code to compare (docs/security.md
+     * §4.5): when it first had someone to compare with, or when a code that
+     * had been shown for CODE_STABLE_MS without a break was blanked. A code
+     * shown for less, a new round or a new attempt does not move it. 0 until
+     * there is someone to compare with.
+     */
+    this.noCodeSince = 0;
+    /** When the code shown now appeared, and whether it was ours alone. */
+    this.codeShownAt = 0;
+    this.codeAlone = true;
+    /** Wakes the badge when the code has been missing CODE_TIMEOUT_MS. @type {ReturnType<typeof setTimeout>|undefined} */
+    this.codeTimer = undefined;
     /** @type {Uint8Array} */
     this.nonce = crypto.getRandomValues(new Uint8Array(32));
     /** Sender index, carried in KIDs. */
@@ -602,7 +625,11 @@ export class KeyAgreement {
     const tag = b64url(epoch);
     if (this.round && this.round.tag === tag) return;
     if (this.round) this.sawAttempt(this.round.tag, this.round.attempt);
-    this.code = '';
+    this.blankCode();
+    if (pids.length > 1 && !this.noCodeSince) {
+      this.noCodeSince = Date.now();
+      this.armCodeTimer();
+    }
     // Above every attempt we used or saw for this membership, unless peers
     // that got here first already committed to a higher one.
     const last = this.lastAttempt.get(tag);
@@ -629,11 +656,70 @@ export class KeyAgreement {
     this.rounds.set(tag, held);
     this.round = { epoch, tag, attempt, r: crypto.getRandomValues(new Uint8Array(32)), pids, revealed: false, resent: new Set() };
     if (pids.length === 1) {
-      this.code = await this.computeCode(this.round, [this.round.r]);
+      const round = this.round;
+      const code = await this.computeCode(round, [round.r]);
+      if (this.round === round) this.showCode(code, round);
       return;
     }
     await this.sendCommit();
     await this.progress();
+  }
+
+  /**
+   * No code from now on. If one was shown, the clock of §4.5 starts again
+   * (and the badge is woken when it runs out).
+   */
+  blankCode() {
+    if (!this.code) return;
+    this.code = '';
+    const now = Date.now();
+    if (this.codeAlone || !this.noCodeSince || now - this.codeShownAt >= (this.hooks.codeStableMs ?? CODE_STABLE_MS)) {
+      this.noCodeSince = now;
+      this.armCodeTimer();
+    }
+  }
+
+  /** Shows a code computed for a round. @param {string} code @param {{pids: string[]}} round */
+  showCode(code, round) {
+    this.code = code;
+    this.codeShownAt = Date.now();
+    this.codeAlone = round.pids.length === 1;
+  }
+
+  /** Calls onChange once the code may have been missing too long. */
+  armCodeTimer() {
+    clearTimeout(this.codeTimer);
+    const due = this.noCodeSince + (this.hooks.codeTimeoutMs ?? CODE_TIMEOUT_MS) - Date.now();
+    this.codeTimer = setTimeout(() => {
+      this.codeTimer = undefined;
+      this.hooks.onChange();
+    }, Math.max(0, due) + 10);
+    // In Node (the tests) a pending badge wake-up must not hold the process.
+    /** @type {any} */ (this.codeTimer).unref?.();
+  }
+
+  /**
+   * Why there has been no safety code to compare for CODE_TIMEOUT_MS
+   * (docs/security.md §4.5), or null: 'missing' names the members of the
+   * round whose commitment for the current attempt we lack or, once all
+   * are in, whose reveal; 'restarting' (a move waits for the move limit,
+   * or nothing is missing) and 'used-up' (no attempt left) name every other
+   * member. Null while there is a code, nobody to compare with, or time
+   * left.
+   * @returns {{why: 'missing'|'restarting'|'used-up', pids: string[]} | null}
+   */
+  codeStall() {
+    const round = this.round;
+    if (this.code || !round || round.pids.length < 2 || !this.noCodeSince) return null;
+    if (Date.now() - this.noCodeSince < (this.hooks.codeTimeoutMs ?? CODE_TIMEOUT_MS)) return null;
+    const others = round.pids.filter((p) => p !== this.myId);
+    const held = this.rounds.get(round.tag);
+    if (held && held.attempt > MAX_ATTEMPT) return { why: 'used-up', pids: others };
+    if (!held || held.attempt !== round.attempt || (this.deferred && this.deferred.epoch === round.tag)) return { why: 'restarting', pids: others };
+    const noCommit = others.filter((p) => !held.got.get(p)?.commit);
+    if (noCommit.length) return { why: 'missing', pids: noCommit };
+    const noReveal = others.filter((p) => !held.got.get(p)?.r);
+    return noReveal.length ? { why: 'missing', pids: noReveal } : { why: 'restarting', pids: others };
   }
 
   /** Records an attempt used or seen for an epoch. @param {string} tag @param {number} attempt */
@@ -665,7 +751,7 @@ export class KeyAgreement {
     if (!this.mayMove()) return false;
     this.round = { ...round, attempt: a, r: crypto.getRandomValues(new Uint8Array(32)), c: undefined, revealed: false, resent: new Set() };
     this.rounds.set(round.tag, { attempt: a, got: new Map() });
-    if (this.code) { this.code = ''; this.hooks.onChange(); }
+    if (this.code) { this.blankCode(); this.hooks.onChange(); }
     await this.sendCommit();
     return true;
   }
@@ -701,7 +787,7 @@ export class KeyAgreement {
       const next = Math.max(a, round.attempt) + 1;
       if (next > MAX_ATTEMPT) {
         // Only injected attempts get this far (honest pages count up from 0).
-        this.code = '';
+        this.blankCode();
         this.hooks.onChange();
         return this.reject(m.pid, 'pushed the safety-code check past its last attempt: start a new call to compare codes');
       }
@@ -767,7 +853,7 @@ export class KeyAgreement {
    * @param {string} pid @param {any} p
    */
   deferMove(pid, p) {
-    if (this.code) { this.code = ''; this.hooks.onChange(); }
+    if (this.code) { this.blankCode(); this.hooks.onChange(); }
     if (!this.deferred || this.deferred.epoch !== p.epoch || p.attempt > this.deferred.attempt) this.deferred = { epoch: p.epoch, attempt: p.attempt, msgs: new Map() };
     // One per member; a real commitment replaces a placeholder.
     if (p.attempt === this.deferred.attempt && (!this.deferred.msgs.has(pid) || this.deferred.msgs.get(pid).c === '')) this.deferred.msgs.set(pid, p);
@@ -811,7 +897,7 @@ export class KeyAgreement {
       const e = /** @type {{commit: Uint8Array, r: Uint8Array}} */ (got.get(pid));
       if (!equalBytes(await commitment(this.room, pid, round.epoch, round.attempt, e.r), e.commit)) {
         if (this.round !== round) return;
-        this.code = '';
+        this.blankCode();
         this.hooks.onChange();
         return this.reject(pid, 'revealed a safety-code value that does not match its commitment');
       }
@@ -822,7 +908,7 @@ export class KeyAgreement {
     if (this.deferred && this.deferred.epoch === round.tag && this.deferred.attempt > round.attempt) return;
     const code = await this.computeCode(round, rs);
     if (this.round !== round) return;
-    this.code = code;
+    this.showCode(code, round);
     this.hooks.onChange();
   }
 
@@ -848,6 +934,7 @@ export class KeyAgreement {
   stop() {
     clearInterval(this.rekeyTimer);
     clearTimeout(this.deferTimer);
+    clearTimeout(this.codeTimer);
   }
 
   /** Confirmed participants' ids. */

@@ -324,6 +324,106 @@ test('a peer that is behind gets our commitment again; a reveal past the last at
   assert.ok(a.warnings.some((w) => w.includes('past its last attempt')) || a.warnings.some((w) => w.includes('does not match its commitment')), a.warnings.join('; '));
 });
 
+test('no code for the timeout: the members whose part is missing are named, moves without a code do not reset it, the code clears it (§4.5)', async () => {
+  const secret = unb64url(newLinkSecret());
+  const net = network();
+  let wakes = 0;
+  const hooks = { codeTimeoutMs: 300, codeStableMs: 150, onChange: () => { wakes++; } };
+  const a = net.add('pA', secret, {}, hooks); await a.start('pA'); await net.settle();
+  assert.match(a.code, /^\d{4} \d{4} \d{4}$/, 'alone, A has its own code');
+  assert.equal(a.codeStall(), null, 'nobody to compare with: no warning');
+  await new Promise((r) => setTimeout(r, 400));
+  assert.equal(a.codeStall(), null, 'still nobody to compare with');
+  // B's reveals to A are withheld (a server hiding a listener would).
+  /** @type {any[]} */
+  const held = [];
+  net.drop = (from, to, p) => { if (from === 'pB' && to === 'pA' && p.t === 'reveal') { held.push(p); return true; } return false; };
+  const b = net.add('pB', secret, {}, { codeTimeoutMs: 300, codeStableMs: 150 }); await b.start('pB'); await net.settle();
+  assert.equal(held.length, 1, 'B\'s reveal was withheld');
+  assert.equal(a.code, '', 'no code without B\'s reveal');
+  assert.equal(a.codeStall(), null, 'no warning before the timeout');
+  const w0 = wakes;
+  await new Promise((r) => setTimeout(r, 400));
+  assert.ok(wakes > w0, 'the timer woke the badge');
+  assert.deepEqual(a.codeStall(), { why: 'missing', pids: ['pB'] }, 'B\'s reveal is what A waits for');
+  assert.equal(b.codeStall(), null, 'B has its code, so B is not warned');
+  assert.ok(b.code);
+  // The withheld reveal arrives: the code appears and the warning goes.
+  net.drop = null;
+  await a.onMessage('pB', held[0]);
+  assert.match(a.code, /^\d{4} \d{4} \d{4}$/, 'A has its code');
+  assert.equal(a.code, b.code);
+  assert.equal(a.codeStall(), null, 'the code clears the warning');
+  assert.deepEqual([...a.warnings, ...b.warnings], [], 'a warning on the badge, not a rejection');
+
+  // Flicker: a code shown only briefly before an injected commitment of a
+  // higher attempt blanks it does not restart the clock ...
+  const c = Buffer.from(new Uint8Array(32).fill(7)).toString('base64url');
+  const tag = /** @type {NonNullable<typeof a.round>} */ (a.round).tag;
+  const move = async () => {
+    const to = (a.round?.attempt ?? 0) + 1;
+    await a.onMessage('pB', { t: 'commit', epoch: tag, attempt: to, c });
+    assert.equal(a.round?.attempt, to, 'the round moved');
+    assert.equal(a.code, '');
+  };
+  await move();
+  assert.deepEqual(a.codeStall(), { why: 'missing', pids: ['pB'] }, 'a code shown for less than the stable time: the clock went on');
+  // ... and neither does a move while no code is shown.
+  await move();
+  await net.settle();
+  assert.ok(a.codeStall(), 'a move while no code is shown does not restart the clock');
+});
+
+test('no code for the timeout: a code shown long enough restarts the clock; membership churn does not; deferred moves and used-up attempts are told apart (§4.5)', async () => {
+  const secret = unb64url(newLinkSecret());
+  const net = network();
+  const hooks = { codeTimeoutMs: 400, codeStableMs: 150 };
+  const a = net.add('pA', secret, {}, hooks); await a.start('pA'); await net.settle();
+  const b = net.add('pB', secret, {}, hooks); await b.start('pB'); await net.settle();
+  assert.ok(a.code && a.code === b.code);
+  await new Promise((r) => setTimeout(r, 200)); // shown longer than the stable time
+  // Churn: C joins and leaves again and again. Each membership change
+  // blanks the code; rounds finish, but no code stays up for the stable
+  // time, so only the first blank (of a code shown long enough) starts the
+  // clock.
+  let n = 0;
+  /** @param {number} stay */
+  const churn = async (stay) => {
+    const id = `pC${n++}`;
+    const c = net.add(id, secret, {}, hooks); await c.start(id); await net.settle();
+    await new Promise((r) => setTimeout(r, stay));
+    net.members.delete(id); c.stop();
+    await a.peerLeft(id); await b.peerLeft(id); await net.settle();
+  };
+  const t0 = Date.now();
+  await churn(20);
+  const since = a.noCodeSince;
+  assert.ok(since >= t0, 'a code shown longer than the stable time, blanked: the clock started');
+  while (Date.now() - t0 < 500) await churn(20);
+  assert.ok(n >= 3, `churned ${n} times`);
+  assert.equal(a.noCodeSince, since, 'codes shown only briefly between changes did not restart the clock');
+  // The next blank moment shows the warning at once.
+  net.drop = (from, to, p) => from !== 'pA' && to === 'pA' && p.t === 'reveal';
+  const d = net.add('pD', secret, {}, hooks); await d.start('pD'); await net.settle();
+  assert.equal(a.code, '');
+  assert.deepEqual(a.codeStall(), { why: 'missing', pids: ['pB', 'pD'].filter((p) => a.round?.pids.includes(p)).sort() }, 'the churn did not hold the warning back');
+  net.members.delete('pD'); d.stop();
+  await a.peerLeft('pD'); await b.peerLeft('pD'); await net.settle();
+  assert.equal(a.code, '', 'no code: B\'s reveals are withheld too');
+  // A move over the limit is deferred: "keeps starting over", everyone named.
+  const tag = /** @type {NonNullable<typeof a.round>} */ (a.round).tag;
+  const c = Buffer.from(new Uint8Array(32).fill(7)).toString('base64url');
+  a.moves = 10; a.moveWindow = Date.now();
+  await a.onMessage('pB', { t: 'commit', epoch: tag, attempt: (a.round?.attempt ?? 0) + 1, c });
+  assert.deepEqual(a.codeStall(), { why: 'restarting', pids: ['pB'] });
+  // A membership whose attempts are used up says so.
+  a.lastAttempt.set('x', 0); // (any other epoch: unchanged)
+  a.sawAttempt(tag, 2 ** 31 - 1);
+  a.round = null;
+  await a.updateCode();
+  assert.deepEqual(a.codeStall(), { why: 'used-up', pids: ['pB'] });
+});
+
 test('a member with another link secret is refused and warned about', async () => {
   const net = network();
   const a = net.add('pA', unb64url(newLinkSecret())); await a.start('pA'); await net.settle();

@@ -206,6 +206,47 @@ callCase('control: through an untouched proxy both sides are green with the same
   console.log(`control: Alice ${ba.code}, Bob ${bb.code}; ${proxy.messages.length} messages relayed`);
 });
 
+callCase('a server that withholds the safety-code reveals: after 30 s both badges warn in red that there is no code, naming the other; media goes on; the reveals let through, both are green with one code', (ctx) => {
+  /** @type {{conn: number, to: string, payload: any}[]} */
+  const held = ctx.held = [];
+  return (dir, conn, m) => {
+    if (dir !== 'c2s' || m.type !== 'e2ee' || m.payload?.t !== 'reveal') return undefined;
+    held.push({ conn, to: m.to, payload: m.payload });
+    return [];
+  };
+}, async ({ proxy, a, b, held }) => {
+  const t0 = Date.now();
+  const pending = (/** @type {Awaited<ReturnType<typeof badge>>} */ x) => /\bpending\b/.test(x.cls) && !x.codeShown;
+  await waitBadge(a.page, pending, 'Alice waiting for the code');
+  await waitBadge(b.page, pending, 'Bob waiting for the code');
+  await waitVideo(a.page, (s) => s.framesDecoded > 30, 'Alice decodes');
+  await waitVideo(b.page, (s) => s.framesDecoded > 30, 'Bob decodes');
+  assert.ok(held.length >= 2, `the proxy holds both reveals (${held.length})`);
+  const early = await badge(a.page);
+  assert.ok(!/\bbad\b/.test(early.cls) || Date.now() - t0 > 25000, `no warning before the timeout: ${JSON.stringify(early)}`);
+  const warned = (/** @type {string} */ other) => (/** @type {Awaited<ReturnType<typeof badge>>} */ x) =>
+    /\bbad\b/.test(x.cls) && x.title.startsWith('Warning: still no safety code.') && x.title.includes(`The check is waiting for ${other}`);
+  const wa = await waitBadge(a.page, warned('Bob'), 'Alice\'s warning naming Bob', 45000);
+  const wb = await waitBadge(b.page, warned('Alice'), 'Bob\'s warning naming Alice', 10000);
+  const took = Date.now() - t0;
+  console.log(`withheld reveals: warned after ~${took} ms: ${wa.title}`);
+  assert.ok(took >= 25000, `not before the 30 s timeout (${took} ms from Bob's join)`);
+  for (const [who, x] of /** @type {const} */ ([['Alice', wa], ['Bob', wb]])) {
+    assert.ok(!x.codeShown && !x.helpShown, `${who} is shown no code to compare`);
+    assert.match(x.title, /you cannot check that nobody else is listening/);
+    assert.doesNotMatch(x.title, /not shown/, 'media is not said to be hidden');
+  }
+  // A warning, not a rejection: media goes on.
+  const before = (await videoIn(a.page)).framesDecoded;
+  await waitVideo(a.page, (s) => s.framesDecoded > before + 20, 'Alice still decodes Bob');
+  // The reveals go through after all: the code appears on both, the same.
+  const { A, B, connA, connB } = ids(proxy);
+  for (const h of held) proxy.send(h.conn === connA ? connB : connA, 's2c', { type: 'e2ee', from: h.conn === connA ? A : B, payload: h.payload });
+  const ga = await waitBadge(a.page, green, 'Alice green once the reveals arrive');
+  const gb = await waitBadge(b.page, green, 'Bob green once the reveals arrive');
+  assert.equal(ga.code, gb.code, 'one code on both sides');
+});
+
 callCase('outsider: a proxy without the link secret that swaps public keys is rejected, both pages warn, no connection is made', (ctx) => {
   const { proxy, room } = ctx;
   // The attacker's own key pair and its best guess at the hello key.

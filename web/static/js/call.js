@@ -399,6 +399,11 @@ function showCall(s, stream, relay) {
   listDevices().catch(() => {});
 }
 
+/** "Bob", "Bob and Cat", "Bob, Cat and Dan". @param {string[]} names */
+function listNames(names) {
+  return names.length < 2 ? names.join('') : names.slice(0, -1).join(', ') + ' and ' + names[names.length - 1];
+}
+
 /**
  * The always-visible encryption badge: green with the safety code, or red
  * naming whoever's media or key failed.
@@ -420,6 +425,20 @@ function showSecurity(sec) {
     return;
   }
   const others = session ? session.remotes.size : 0;
+  if (!sec.code && sec.codeStall) {
+    // docs/security.md §4.5: a round that does not finish leaves nothing
+    // to compare, which a server hiding a listener would want.
+    const st = sec.codeStall;
+    const why = st.why === 'offline' ? 'Your connection to the server is down, so the check cannot finish.'
+      : st.why === 'missing' ? `The check is waiting for ${listNames(st.names)} (their connection or the server may be holding it up).`
+        : st.why === 'used-up' ? 'The check cannot finish in this call.'
+          : 'The check keeps starting over.';
+    badge.className = 'badge bad';
+    title.textContent = `Warning: still no safety code. ${why} Until a code appears, you cannot check that nobody else is listening. ` +
+      'If this goes on, hang up and start a new call with a new link.';
+    el('e2ee-help').hidden = true;
+    return;
+  }
   if (!sec.code) {
     badge.className = 'badge pending';
     title.textContent = 'End-to-end encrypted. Checking the keys of people who just joined…';

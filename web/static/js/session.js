@@ -45,7 +45,7 @@ const isFirefox = /Firefox\//.test(navigator.userAgent);
  *   members: {pid: string, name: string, host: boolean, me: boolean, stale: boolean}[],
  * }} ConsultState
  * @typedef {{hostKey: Uint8Array, record?: import('./consult.js').HostRecord|null, store?: import('./consult.js').HostStore|null}} ConsultOpts
- * @typedef {{code: string, confirmed: string[], holders: string[], suspended: string[], problems: {peer: string, name: string, text: string}[]}} Security
+ * @typedef {{code: string, confirmed: string[], holders: string[], suspended: string[], problems: {peer: string, name: string, text: string}[], codeStall: {why: 'missing'|'restarting'|'used-up'|'offline', names: string[]} | null}} Security
  * @typedef {{sent: number, unsent: number, peers: Record<string, {opened: number, dropped: number, reasons: Record<string, number>}>,
  *   video?: Record<string, number>}} WorkerStats
  * @typedef {{id: string, browser: number, worker: number, bad: number, repairs: number}} TransformCheck
@@ -142,6 +142,8 @@ export class CallSession {
     this.iceTimer = undefined;
     /** Peers whose media has not decrypted for a while. @type {Set<string>} */
     this.undecryptable = new Set();
+    /** Whether our signaling connection is down and being reconnected. */
+    this.reconnecting = false;
     this.keys = new KeyAgreement(opts.room, opts.secret, {
       send: (payload, to) => { this.sig.send(to ? { type: 'e2ee', to, payload } : { type: 'e2ee', payload }); },
       installSendKey: (kid, key) => this.worker.postMessage({ op: 'send-key', kid, key }, [key.buffer]),
@@ -384,7 +386,11 @@ export class CallSession {
     }
     const holders = this.keys.recipients().map((pid) => this.displayName(pid));
     const suspended = this.keys.confirmed().filter((pid) => this.keys.members.get(pid)?.suspended).map((pid) => this.displayName(pid));
-    return { code: this.keys.code, confirmed: this.keys.confirmed(), holders, suspended, problems };
+    // No safety code to compare for CODE_TIMEOUT_MS: why (docs/security.md
+    // §4.5). While our own signaling connection is down, that is the reason.
+    const stall = this.keys.codeStall();
+    const codeStall = stall && { why: this.reconnecting ? /** @type {const} */ ('offline') : stall.why, names: stall.pids.map((pid) => this.displayName(pid)) };
+    return { code: this.keys.code, confirmed: this.keys.confirmed(), holders, suspended, problems, codeStall };
   }
 
   reportSecurity() {
@@ -710,8 +716,15 @@ export class CallSession {
       this.events.onNotice?.(m.message || 'The server reported an error.');
     });
     sig.onclose = (e) => { if (!this.ended) this.events.onFatal?.(e); };
-    sig.onreconnecting = (n) => { if (!this.ended) this.events.onReconnecting?.(n); };
+    sig.onreconnecting = (n) => {
+      if (this.ended) return;
+      this.reconnecting = true;
+      this.events.onReconnecting?.(n);
+      this.reportSecurity();
+    };
     sig.onresumed = (m) => {
+      this.reconnecting = false;
+      this.reportSecurity();
       this.resumed(m).catch((e) => console.warn('resume', e));
     };
 
