@@ -192,8 +192,12 @@ const MAX_ATTEMPT = 0x7fffffff;
  * it with, the badge warns (docs/security.md §4.5) ...
  */
 export const CODE_TIMEOUT_MS = 30000;
-/** ... where only a code shown this long without a break counts as one. */
+/** ... where only a code shown this long without a break counts as one ... */
 export const CODE_STABLE_MS = 15000;
+/** ... and not in the first seconds after a code was blanked (a join) ... */
+export const CODE_GRACE_MS = 5000;
+/** ... while codes that never stay CODE_STABLE_MS warn after twice the timeout. */
+const CODE_CHECK_MS = 1000;
 
 /**
  * A commitment to r: SHA-256("parley/1 commit" || lp(R) || lp(pid) || lp(epoch) || u32(attempt) || r).
@@ -229,6 +233,8 @@ function equalBytes(a, b) {
  *   rekeyIntervalMs?: number,
  *   codeTimeoutMs?: number,
  *   codeStableMs?: number,
+ *   codeGraceMs?: number,
+ *   codeCheckMs?: number,
  *   onRoster?: (r: import('./roster.js').VerifiedRoster) => void,
  *   onUnlisted?: (pid: string) => void,
  *   onRemoved?: () => void,
@@ -276,16 +282,17 @@ export class KeyAgreement {
     /**
      * Since when this page has had no safety code to compare (docs/security.md
      * §4.5): when it first had someone to compare with, or when a code that
-     * had been shown for CODE_STABLE_MS without a break was blanked. A code
-     * shown for less, a new round or a new attempt does not move it. 0 until
-     * there is someone to compare with.
+     * had been shown for CODE_STABLE_MS without a break (our lone code
+     * included) was blanked. A code shown for less, a new round or a new
+     * attempt does not move it. 0 until there is someone to compare with.
      */
     this.noCodeSince = 0;
-    /** When the code shown now appeared, and whether it was ours alone. */
+    /** When the code shown now appeared, and when a code was last blanked. */
     this.codeShownAt = 0;
-    this.codeAlone = true;
-    /** Wakes the badge when the code has been missing CODE_TIMEOUT_MS. @type {ReturnType<typeof setTimeout>|undefined} */
+    this.codeBlankedAt = 0;
+    /** Redraws the badge when codeStall() changes. @type {ReturnType<typeof setInterval>|undefined} */
     this.codeTimer = undefined;
+    this.lastStall = 'null';
     /** @type {Uint8Array} */
     this.nonce = crypto.getRandomValues(new Uint8Array(32));
     /** Sender index, carried in KIDs. */
@@ -364,6 +371,7 @@ export class KeyAgreement {
   /** @param {string} myId */
   async begin(myId) {
     this.myId = myId;
+    this.watchCode();
     // In a consultation the link keys are bound to the host's key as well,
     // so a link stripped of it derives other keys (§9.1).
     const salt = this.hostKey ? cat(lp(this.room), lp(this.hostKey)) : lp(this.room);
@@ -626,10 +634,7 @@ export class KeyAgreement {
     if (this.round && this.round.tag === tag) return;
     if (this.round) this.sawAttempt(this.round.tag, this.round.attempt);
     this.blankCode();
-    if (pids.length > 1 && !this.noCodeSince) {
-      this.noCodeSince = Date.now();
-      this.armCodeTimer();
-    }
+    if (pids.length > 1 && !this.noCodeSince) this.noCodeSince = Date.now();
     // Above every attempt we used or saw for this membership, unless peers
     // that got here first already committed to a higher one.
     const last = this.lastAttempt.get(tag);
@@ -658,7 +663,7 @@ export class KeyAgreement {
     if (pids.length === 1) {
       const round = this.round;
       const code = await this.computeCode(round, [round.r]);
-      if (this.round === round) this.showCode(code, round);
+      if (this.round === round) this.showCode(code);
       return;
     }
     await this.sendCommit();
@@ -673,53 +678,64 @@ export class KeyAgreement {
     if (!this.code) return;
     this.code = '';
     const now = Date.now();
-    if (this.codeAlone || !this.noCodeSince || now - this.codeShownAt >= (this.hooks.codeStableMs ?? CODE_STABLE_MS)) {
-      this.noCodeSince = now;
-      this.armCodeTimer();
-    }
+    this.codeBlankedAt = now;
+    if (!this.noCodeSince || now - this.codeShownAt >= (this.hooks.codeStableMs ?? CODE_STABLE_MS)) this.noCodeSince = now;
   }
 
-  /** Shows a code computed for a round. @param {string} code @param {{pids: string[]}} round */
-  showCode(code, round) {
+  /**
+   * Shows a code computed for a round; the same code again (a round
+   * finishing twice) keeps its time. @param {string} code
+   */
+  showCode(code) {
+    if (code !== this.code) this.codeShownAt = Date.now();
     this.code = code;
-    this.codeShownAt = Date.now();
-    this.codeAlone = round.pids.length === 1;
   }
 
-  /** Calls onChange once the code may have been missing too long. */
-  armCodeTimer() {
-    clearTimeout(this.codeTimer);
-    const due = this.noCodeSince + (this.hooks.codeTimeoutMs ?? CODE_TIMEOUT_MS) - Date.now();
-    this.codeTimer = setTimeout(() => {
-      this.codeTimer = undefined;
+  /** Checks codeStall() every CODE_CHECK_MS and redraws the badge when it changes. */
+  watchCode() {
+    clearInterval(this.codeTimer);
+    this.codeTimer = setInterval(() => {
+      const now = JSON.stringify(this.codeStall());
+      if (now === this.lastStall) return;
+      this.lastStall = now;
       this.hooks.onChange();
-    }, Math.max(0, due) + 10);
-    // In Node (the tests) a pending badge wake-up must not hold the process.
+    }, this.hooks.codeCheckMs ?? CODE_CHECK_MS);
+    // In Node (the tests) this must not hold the process.
     /** @type {any} */ (this.codeTimer).unref?.();
   }
 
   /**
-   * Why there has been no safety code to compare for CODE_TIMEOUT_MS
-   * (docs/security.md §4.5), or null: 'missing' names the members of the
-   * round whose commitment for the current attempt we lack or, once all
-   * are in, whose reveal; 'restarting' (a move waits for the move limit,
-   * or nothing is missing) and 'used-up' (no attempt left) name every other
-   * member. Null while there is a code, nobody to compare with, or time
-   * left.
-   * @returns {{why: 'missing'|'restarting'|'used-up', pids: string[]} | null}
+   * Why there has been no safety code to compare (docs/security.md §4.5),
+   * or null. With no code shown for CODE_TIMEOUT_MS since noCodeSince, and
+   * none blanked in the last CODE_GRACE_MS: 'missing' names the members of
+   * the round whose commitment for the current attempt we lack or, once all
+   * are in, whose reveal; 'restarting' (a move waits for the move limit, or
+   * nothing is missing) and 'used-up' (no attempt left) name every other
+   * member. Otherwise, after twice CODE_TIMEOUT_MS in which codes came and
+   * went but none stayed CODE_STABLE_MS: 'changing'. Null while a code has been shown that long,
+   * with nobody to compare with, or with time left.
+   * @returns {{why: 'missing'|'restarting'|'used-up'|'changing', pids: string[]} | null}
    */
   codeStall() {
     const round = this.round;
-    if (this.code || !round || round.pids.length < 2 || !this.noCodeSince) return null;
-    if (Date.now() - this.noCodeSince < (this.hooks.codeTimeoutMs ?? CODE_TIMEOUT_MS)) return null;
+    if (!round || round.pids.length < 2 || !this.noCodeSince) return null;
+    const now = Date.now();
+    if (this.code && now - this.codeShownAt >= (this.hooks.codeStableMs ?? CODE_STABLE_MS)) return null;
+    const timeout = this.hooks.codeTimeoutMs ?? CODE_TIMEOUT_MS;
     const others = round.pids.filter((p) => p !== this.myId);
-    const held = this.rounds.get(round.tag);
-    if (held && held.attempt > MAX_ATTEMPT) return { why: 'used-up', pids: others };
-    if (!held || held.attempt !== round.attempt || (this.deferred && this.deferred.epoch === round.tag)) return { why: 'restarting', pids: others };
-    const noCommit = others.filter((p) => !held.got.get(p)?.commit);
-    if (noCommit.length) return { why: 'missing', pids: noCommit };
-    const noReveal = others.filter((p) => !held.got.get(p)?.r);
-    return noReveal.length ? { why: 'missing', pids: noReveal } : { why: 'restarting', pids: others };
+    if (!this.code && now - this.noCodeSince >= timeout && now - this.codeBlankedAt >= (this.hooks.codeGraceMs ?? CODE_GRACE_MS)) {
+      const held = this.rounds.get(round.tag);
+      if (held && held.attempt > MAX_ATTEMPT) return { why: 'used-up', pids: others };
+      if (!held || held.attempt !== round.attempt || (this.deferred && this.deferred.epoch === round.tag)) return { why: 'restarting', pids: others };
+      const noCommit = others.filter((p) => !held.got.get(p)?.commit);
+      if (noCommit.length) return { why: 'missing', pids: noCommit };
+      const noReveal = others.filter((p) => !held.got.get(p)?.r);
+      return noReveal.length ? { why: 'missing', pids: noReveal } : { why: 'restarting', pids: others };
+    }
+    // Codes came and went (one was blanked after the clock started) and
+    // none stayed: the one on screen, if any, is just the latest.
+    if (now - this.noCodeSince >= 2 * timeout && this.codeBlankedAt > this.noCodeSince) return { why: 'changing', pids: others };
+    return null;
   }
 
   /** Records an attempt used or seen for an epoch. @param {string} tag @param {number} attempt */
@@ -908,7 +924,7 @@ export class KeyAgreement {
     if (this.deferred && this.deferred.epoch === round.tag && this.deferred.attempt > round.attempt) return;
     const code = await this.computeCode(round, rs);
     if (this.round !== round) return;
-    this.showCode(code, round);
+    this.showCode(code);
     this.hooks.onChange();
   }
 
@@ -934,7 +950,7 @@ export class KeyAgreement {
   stop() {
     clearInterval(this.rekeyTimer);
     clearTimeout(this.deferTimer);
-    clearTimeout(this.codeTimer);
+    clearInterval(this.codeTimer);
   }
 
   /** Confirmed participants' ids. */

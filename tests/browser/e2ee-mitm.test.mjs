@@ -225,7 +225,7 @@ callCase('a server that withholds the safety-code reveals: after 30 s both badge
   const early = await badge(a.page);
   assert.ok(!/\bbad\b/.test(early.cls) || Date.now() - t0 > 25000, `no warning before the timeout: ${JSON.stringify(early)}`);
   const warned = (/** @type {string} */ other) => (/** @type {Awaited<ReturnType<typeof badge>>} */ x) =>
-    /\bbad\b/.test(x.cls) && x.title.startsWith('Warning: still no safety code.') && x.title.includes(`The check is waiting for ${other}`);
+    /\bbad\b/.test(x.cls) && x.title.startsWith('Warning: no safety code to compare.') && x.title.includes(`The check is waiting for ${other}`);
   const wa = await waitBadge(a.page, warned('Bob'), 'Alice\'s warning naming Bob', 45000);
   const wb = await waitBadge(b.page, warned('Alice'), 'Bob\'s warning naming Alice', 10000);
   const took = Date.now() - t0;
@@ -234,6 +234,7 @@ callCase('a server that withholds the safety-code reveals: after 30 s both badge
   for (const [who, x] of /** @type {const} */ ([['Alice', wa], ['Bob', wb]])) {
     assert.ok(!x.codeShown && !x.helpShown, `${who} is shown no code to compare`);
     assert.match(x.title, /you cannot check that nobody else is listening/);
+    assert.ok(!x.code || !x.codeShown, `${who}: no code on screen`);
     assert.doesNotMatch(x.title, /not shown/, 'media is not said to be hidden');
   }
   // A warning, not a rejection: media goes on.

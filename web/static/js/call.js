@@ -425,16 +425,18 @@ function showSecurity(sec) {
     return;
   }
   const others = session ? session.remotes.size : 0;
-  if (!sec.code && sec.codeStall) {
-    // docs/security.md §4.5: a round that does not finish leaves nothing
-    // to compare, which a server hiding a listener would want.
+  if (sec.codeStall) {
+    // docs/security.md §4.5: a round that does not finish, or codes that
+    // never stay, leave nothing to compare, which a server hiding a
+    // listener would want.
     const st = sec.codeStall;
     const why = st.why === 'offline' ? 'Your connection to the server is down, so the check cannot finish.'
       : st.why === 'missing' ? `The check is waiting for ${listNames(st.names)} (their connection or the server may be holding it up).`
         : st.why === 'used-up' ? 'The check cannot finish in this call.'
-          : 'The check keeps starting over.';
+          : st.why === 'changing' ? 'The code keeps changing before it can be compared.'
+            : 'The check keeps starting over.';
     badge.className = 'badge bad';
-    title.textContent = `Warning: still no safety code. ${why} Until a code appears, you cannot check that nobody else is listening. ` +
+    title.textContent = `Warning: no safety code to compare. ${why} Until a code stays, you cannot check that nobody else is listening. ` +
       'If this goes on, hang up and start a new call with a new link.';
     el('e2ee-help').hidden = true;
     return;

@@ -45,7 +45,7 @@ const isFirefox = /Firefox\//.test(navigator.userAgent);
  *   members: {pid: string, name: string, host: boolean, me: boolean, stale: boolean}[],
  * }} ConsultState
  * @typedef {{hostKey: Uint8Array, record?: import('./consult.js').HostRecord|null, store?: import('./consult.js').HostStore|null}} ConsultOpts
- * @typedef {{code: string, confirmed: string[], holders: string[], suspended: string[], problems: {peer: string, name: string, text: string}[], codeStall: {why: 'missing'|'restarting'|'used-up'|'offline', names: string[]} | null}} Security
+ * @typedef {{code: string, confirmed: string[], holders: string[], suspended: string[], problems: {peer: string, name: string, text: string}[], codeStall: {why: 'missing'|'restarting'|'used-up'|'changing'|'offline', names: string[]} | null}} Security
  * @typedef {{sent: number, unsent: number, peers: Record<string, {opened: number, dropped: number, reasons: Record<string, number>}>,
  *   video?: Record<string, number>}} WorkerStats
  * @typedef {{id: string, browser: number, worker: number, bad: number, repairs: number}} TransformCheck
