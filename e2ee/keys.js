@@ -194,9 +194,13 @@ const MAX_ATTEMPT = 0x7fffffff;
 export const CODE_TIMEOUT_MS = 30000;
 /** ... where only a code shown this long without a break counts as one ... */
 export const CODE_STABLE_MS = 15000;
-/** ... and not in the first seconds after a code was blanked (a join) ... */
+/**
+ * ... and not in the first seconds after a code was blanked (a join), while
+ * codes that come and go without one staying CODE_STABLE_MS warn after twice
+ * the timeout.
+ */
 export const CODE_GRACE_MS = 5000;
-/** ... while codes that never stay CODE_STABLE_MS warn after twice the timeout. */
+/** How often the badge's reading of codeStall() is checked. */
 const CODE_CHECK_MS = 1000;
 
 /**
@@ -282,13 +286,15 @@ export class KeyAgreement {
     /**
      * Since when this page has had no safety code to compare (docs/security.md
      * §4.5): when it first had someone to compare with, or when a code that
-     * had been shown for CODE_STABLE_MS without a break (our lone code
-     * included) was blanked. A code shown for less, a new round or a new
-     * attempt does not move it. 0 until there is someone to compare with.
+     * had been shown for CODE_STABLE_MS without a break was blanked. A code
+     * shown for less, a new round or a new attempt does not move it; time
+     * alone (our lone code, compared with nobody) pauses it. 0 until there
+     * is someone to compare with.
      */
     this.noCodeSince = 0;
-    /** When the code shown now appeared, and when a code was last blanked. */
+    /** When the code shown now appeared, whether it is ours alone, and when a code was last blanked. */
     this.codeShownAt = 0;
+    this.codeAlone = false;
     this.codeBlankedAt = 0;
     /** Redraws the badge when codeStall() changes. @type {ReturnType<typeof setInterval>|undefined} */
     this.codeTimer = undefined;
@@ -663,7 +669,7 @@ export class KeyAgreement {
     if (pids.length === 1) {
       const round = this.round;
       const code = await this.computeCode(round, [round.r]);
-      if (this.round === round) this.showCode(code);
+      if (this.round === round) this.showCode(code, round);
       return;
     }
     await this.sendCommit();
@@ -679,16 +685,19 @@ export class KeyAgreement {
     this.code = '';
     const now = Date.now();
     this.codeBlankedAt = now;
-    if (!this.noCodeSince || now - this.codeShownAt >= (this.hooks.codeStableMs ?? CODE_STABLE_MS)) this.noCodeSince = now;
+    if (!this.noCodeSince) this.noCodeSince = now;
+    else if (this.codeAlone) this.noCodeSince = Math.min(now, this.noCodeSince + (now - this.codeShownAt)); // paused while alone
+    else if (now - this.codeShownAt >= (this.hooks.codeStableMs ?? CODE_STABLE_MS)) this.noCodeSince = now;
   }
 
   /**
    * Shows a code computed for a round; the same code again (a round
-   * finishing twice) keeps its time. @param {string} code
+   * finishing twice) keeps its time. @param {string} code @param {{pids: string[]}} round
    */
-  showCode(code) {
+  showCode(code, round) {
     if (code !== this.code) this.codeShownAt = Date.now();
     this.code = code;
+    this.codeAlone = round.pids.length === 1;
   }
 
   /** Checks codeStall() every CODE_CHECK_MS and redraws the badge when it changes. */
@@ -712,7 +721,8 @@ export class KeyAgreement {
    * are in, whose reveal; 'restarting' (a move waits for the move limit, or
    * nothing is missing) and 'used-up' (no attempt left) name every other
    * member. Otherwise, after twice CODE_TIMEOUT_MS in which codes came and
-   * went but none stayed CODE_STABLE_MS: 'changing'. Null while a code has been shown that long,
+   * went (the last blanked less than CODE_TIMEOUT_MS ago) but none stayed
+   * CODE_STABLE_MS: 'changing'. Null while a code has been shown that long,
    * with nobody to compare with, or with time left.
    * @returns {{why: 'missing'|'restarting'|'used-up'|'changing', pids: string[]} | null}
    */
@@ -732,9 +742,9 @@ export class KeyAgreement {
       const noReveal = others.filter((p) => !held.got.get(p)?.r);
       return noReveal.length ? { why: 'missing', pids: noReveal } : { why: 'restarting', pids: others };
     }
-    // Codes came and went (one was blanked after the clock started) and
-    // none stayed: the one on screen, if any, is just the latest.
-    if (now - this.noCodeSince >= 2 * timeout && this.codeBlankedAt > this.noCodeSince) return { why: 'changing', pids: others };
+    // Codes came and went (one was blanked after the clock started, and
+    // lately) and none stayed: the one on screen, if any, is just the latest.
+    if (now - this.noCodeSince >= 2 * timeout && this.codeBlankedAt > this.noCodeSince && now - this.codeBlankedAt < timeout) return { why: 'changing', pids: others };
     return null;
   }
 
@@ -924,7 +934,7 @@ export class KeyAgreement {
     if (this.deferred && this.deferred.epoch === round.tag && this.deferred.attempt > round.attempt) return;
     const code = await this.computeCode(round, rs);
     if (this.round !== round) return;
-    this.showCode(code);
+    this.showCode(code, round);
     this.hooks.onChange();
   }
 
