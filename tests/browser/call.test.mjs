@@ -148,7 +148,7 @@ test('three people in one room: everyone decodes both others (mesh)', onFailure(
 }));
 
 test('a long call gets fresh TURN credentials before the old ones expire', onFailure(() => cur, async () => {
-  // Credentials valid for 1 minute: the page asks for new ones after 45 s.
+  // Credentials valid for 1 minute: the page asks for new ones after 30 s.
   const short = await startParley(['-turn-credential-ttl', '1m']);
   try {
     const room = await short.room();

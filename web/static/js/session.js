@@ -208,15 +208,16 @@ export class CallSession {
 
   /**
    * TURN credentials expire (their username starts with the expiry time):
-   * ask for fresh ones when three quarters of their life has passed, so an
-   * ICE restart late in a long call can still use the relay.
+   * ask for fresh ones when half their life has passed (at least 30 s on),
+   * so an ICE restart late in a long call can still use the relay, with
+   * time to spare if the first request is lost to a reconnect.
    */
   scheduleICERefresh() {
     clearTimeout(this.iceTimer);
     const user = this.iceServers.find((s) => s.username)?.username || '';
     const expiry = Number(user.split(':')[0]) * 1000;
     if (!Number.isFinite(expiry) || expiry <= 0) return;
-    const wait = Math.min(Math.max((expiry - Date.now()) * 0.75, 30_000), 24 * 3600_000);
+    const wait = Math.min(Math.max((expiry - Date.now()) * 0.5, 30_000), 24 * 3600_000);
     this.iceTimer = setTimeout(() => this.sig.send({ type: 'ice-refresh' }), wait);
   }
 
