@@ -677,8 +677,10 @@ export class KeyAgreement {
   }
 
   /**
-   * No code from now on. If one was shown, the clock of §4.5 starts again
-   * (and the badge is woken when it runs out).
+   * No code from now on. If one was shown, the clock of §4.5 moves: it
+   * starts if it was not running, skips the time a lone code was shown
+   * (paused while alone), and starts again after a code shown
+   * CODE_STABLE_MS; a shorter code leaves it. watchCode redraws the badge.
    */
   blankCode() {
     if (!this.code) return;
